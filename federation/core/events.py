@@ -1,0 +1,209 @@
+"""Events: signing, and verification one by one or a run at a time (protocol.md §3, §4).
+
+`VerifiedEvent` is the only type the store accepts. It is made here and nowhere
+else: by signing a new event, or by verifying received bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from federation.core import canonical
+from federation.core.canonical import (
+    HASH_BYTES,
+    MAX_PAYLOAD_BYTES,
+    ZERO_HASH,
+    Header,
+    Kind,
+    event_id,
+    header_bytes,
+    sha256,
+    signature_of,
+)
+from federation.core.crypto import SigningKey, verify_signature
+from federation.errors import InvalidEventError
+
+
+class Head(msgspec.Struct, frozen=True):
+    """The last event of a log: its seq and its event id."""
+
+    seq: int
+    id: bytes
+
+
+class VerifiedEvent(msgspec.Struct, frozen=True):
+    """An event whose signature, chain position and payload commitment were checked.
+
+    `signed` is the exact header + signature bytes as made or received. `payload` is
+    None once erased; the header still commits to its hash and size.
+    """
+
+    id: bytes
+    header: Header
+    signed: bytes
+    payload: bytes | None
+
+    @property
+    def erased(self) -> bool:
+        return self.payload is None
+
+
+# Decides whether a public key may sign for a club. Today: the genesis key
+# (protocol.md §2.2); key rotation will widen this without changing callers.
+KeyCheck = Callable[[bytes, bytes], bool]
+
+
+def sign_event(
+    key: SigningKey,
+    *,
+    club: bytes,
+    log: bytes,
+    head: Head | None,
+    time_us: int,
+    kind: int,
+    payload: bytes,
+) -> VerifiedEvent:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidEventError(
+            f"payload is {len(payload)} bytes, over the limit of {MAX_PAYLOAD_BYTES}; "
+            "shorten it or split it into several events"
+        )
+    header = Header(
+        club=club,
+        log=log,
+        seq=1 if head is None else head.seq + 1,
+        prev=ZERO_HASH if head is None else head.id,
+        time_us=time_us,
+        kind=kind,
+        payload_hash=sha256(payload),
+        payload_size=len(payload),
+        key=key.public,
+    )
+    body = canonical.encode_header(header)
+    signed = body + key.sign(body)
+    return VerifiedEvent(event_id(signed), header, signed, payload)
+
+
+def _check_unsigned(
+    signed: bytes, payload: bytes | None, authorized: KeyCheck
+) -> tuple[Header, bytes]:
+    """Every check but the signature. Returns the header and the event id."""
+    header = canonical.decode_header(signed)
+
+    def fail(reason: str) -> InvalidEventError:
+        return InvalidEventError(reason, club=header.club, log=header.log, seq=header.seq)
+
+    if header.seq < 1:
+        raise fail("seq must start at 1")
+    if header.payload_size > MAX_PAYLOAD_BYTES:
+        raise fail(f"payload size {header.payload_size} is over the limit {MAX_PAYLOAD_BYTES}")
+    if header.kind not in _KNOWN_KINDS:
+        raise fail(f"unknown event kind {header.kind}")
+    if payload is not None:
+        if len(payload) != header.payload_size:
+            raise fail(
+                f"payload is {len(payload)} bytes but the header says {header.payload_size}"
+            )
+        if sha256(payload) != header.payload_hash:
+            raise fail("payload does not match the hash in the signed header (altered payload)")
+    if not authorized(header.club, header.key):
+        raise fail("signed by a key that is not authorised for this club")
+    return header, event_id(signed)
+
+
+_KNOWN_KINDS = frozenset(int(k) for k in Kind)
+
+
+def _check_signature(header: Header, signed: bytes) -> None:
+    if not verify_signature(header.key, signature_of(signed), header_bytes(signed)):
+        raise InvalidEventError(
+            "bad signature (forged or corrupted header)",
+            club=header.club,
+            log=header.log,
+            seq=header.seq,
+        )
+
+
+def verify_event(signed: bytes, payload: bytes | None, authorized: KeyCheck) -> VerifiedEvent:
+    """Verify one event on its own: header, payload commitment, key and signature."""
+    header, eid = _check_unsigned(signed, payload, authorized)
+    _check_signature(header, signed)
+    return VerifiedEvent(eid, header, signed, payload)
+
+
+def verify_run(
+    log: bytes,
+    after: Head | None,
+    run: Sequence[tuple[bytes, bytes | None]],
+    authorized: KeyCheck,
+    *,
+    every_signature: bool = False,
+) -> tuple[list[VerifiedEvent], InvalidEventError | None]:
+    """Verify a contiguous run of one log that follows `after` (None: from seq 1).
+
+    Returns the longest valid prefix and the error that ended it (None if all valid).
+    Checks every hash link, payload commitment and key, but only the signature of the
+    run's last event: that signature covers its header, whose `prev` is the id (hash of
+    header and signature) of the event before, and so on back to `after`. Whoever made
+    the last signature committed to the exact bytes of the whole run; finding another
+    run under it means finding a sha256 collision (protocol.md §4.4 proves it in full).
+    If the last signature fails we fall back to one-by-one checks to find the prefix.
+    `every_signature` checks each signature anyway (the audit in `federation verify`).
+    """
+    out: list[VerifiedEvent] = []
+    seq = 0 if after is None else after.seq
+    prev = ZERO_HASH if after is None else after.id
+    error: InvalidEventError | None = None
+    for signed, payload in run:
+        try:
+            header, eid = _check_unsigned(signed, payload, authorized)
+        except InvalidEventError as exc:
+            error = exc
+            break
+        if header.log != log:
+            error = InvalidEventError("event belongs to another log", log=log, seq=header.seq)
+            break
+        if header.seq != seq + 1:
+            error = InvalidEventError(
+                f"seq gap: expected seq {seq + 1}, got {header.seq}",
+                club=header.club,
+                log=log,
+                seq=header.seq,
+            )
+            break
+        if header.prev != prev:
+            error = InvalidEventError(
+                "previous-hash link broken (the event does not follow the one before it)",
+                club=header.club,
+                log=log,
+                seq=header.seq,
+            )
+            break
+        out.append(VerifiedEvent(eid, header, signed, payload))
+        seq, prev = header.seq, eid
+    if not out:
+        return out, error
+    if every_signature:
+        for i, event in enumerate(out):
+            try:
+                _check_signature(event.header, event.signed)
+            except InvalidEventError as exc:
+                return out[:i], exc
+        return out, error
+    try:
+        _check_signature(out[-1].header, out[-1].signed)
+    except InvalidEventError:
+        for i, event in enumerate(out):
+            try:
+                _check_signature(event.header, event.signed)
+            except InvalidEventError as exc:
+                return out[:i], exc
+    return out, error
+
+
+def check_hash(value: bytes, what: str) -> bytes:
+    if len(value) != HASH_BYTES:
+        raise InvalidEventError(f"{what} must be {HASH_BYTES} bytes, got {len(value)}")
+    return value

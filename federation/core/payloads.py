@@ -1,0 +1,126 @@
+"""Typed payloads, one per event kind (protocol.md §3.2).
+
+Payloads are msgspec JSON. The header commits to the exact bytes, so a payload is
+never re-encoded once made; these types are for making new payloads (strictly: no
+unknown fields) and for reading received ones (leniently: a newer club may add
+fields, and a payload that does not decode is still a valid signed event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+from federation.core.canonical import Kind
+from federation.errors import UsageError
+
+Text = Annotated[str, msgspec.Meta(max_length=16_000)]
+Line = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+Period = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+
+
+class Note(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: Text
+
+
+class Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Something the club did or will do: a picket, a protest, a reading group."""
+
+    what: Line
+    starts: dt.datetime
+    where: str = ""
+    ends: dt.datetime | None = None
+    participants: Count | None = None
+    text: Text = ""
+
+
+class Report(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A member's monthly report of what they did. Private unless chosen otherwise."""
+
+    member: Line
+    period: Period
+    text: Text
+
+
+class Campaign(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A step in a campaign's life, keyed by `campaign` (a slug) within one log."""
+
+    campaign: Slug
+    op: Literal["created", "updated", "closed"]
+    title: str | None = None
+    text: str | None = None
+
+
+Payload = Note | Action | Report | Campaign
+
+PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
+    Kind.NOTE: Note,
+    Kind.ACTION: Action,
+    Kind.REPORT: Report,
+    Kind.CAMPAIGN: Campaign,
+}
+KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
+
+_encoder = msgspec.json.Encoder()
+_strict = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
+
+
+def _relaxed(t: type[Payload]) -> type[msgspec.Struct]:
+    # The same fields without forbid_unknown_fields: newer clubs may add fields.
+    fields = [(f.name, f.type, f.default) for f in msgspec.structs.fields(t)]
+    return msgspec.defstruct(t.__name__, fields, frozen=True)
+
+
+_lenient = {k: msgspec.json.Decoder(_relaxed(t)) for k, t in PAYLOAD_TYPES.items()}
+
+
+def kind_from_name(name: str) -> Kind:
+    try:
+        return KIND_NAMES[name.lower()]
+    except KeyError:
+        raise UsageError(
+            f"unknown kind {name!r}; use one of: {', '.join(KIND_NAMES)}"
+        ) from None
+
+
+def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:
+    """Validate fields for `kind` strictly and encode them: the bytes the header commits to."""
+    try:
+        value = msgspec.convert(fields, PAYLOAD_TYPES[kind], strict=False)
+    except msgspec.ValidationError as exc:
+        raise UsageError(f"invalid {kind.name.lower()} payload: {exc}") from None
+    if isinstance(value, Action) and (value.starts.tzinfo is None):
+        raise UsageError("action times need a time zone, e.g. 2026-12-01T18:00+00:00")
+    return _encoder.encode(value)
+
+
+def read_payload(kind: int, payload: bytes) -> dict[str, object] | None:
+    """Decode a stored payload for display; None if it is not what its kind expects."""
+    try:
+        k = Kind(kind)
+        value = _lenient[k].decode(payload)
+    except (ValueError, msgspec.DecodeError):
+        return None
+    return msgspec.structs.asdict(value)
+
+
+def summary(kind: int, payload: bytes | None) -> str:
+    """One line describing an event's payload for people."""
+    if payload is None:
+        return "[erased]"
+    fields = read_payload(kind, payload)
+    if fields is None:
+        return "[payload does not decode]"
+    line = {
+        Kind.NOTE: lambda f: f["text"],
+        Kind.ACTION: lambda f: f"{f['what']} @ {f['where'] or '?'} on {f['starts']}",
+        Kind.REPORT: lambda f: f"{f['member']} {f['period']}: {f['text']}",
+        Kind.CAMPAIGN: lambda f: f"{f['campaign']} {f['op']}: {f['title'] or f['text'] or ''}",
+    }[Kind(kind)](fields)
+    text = re.sub(r"\s+", " ", str(line)).strip()
+    return text if len(text) <= 100 else text[:99] + "…"

@@ -1,0 +1,88 @@
+"""The store interface: what a node keeps, behind a small async seam.
+
+Two implementations (`memory` for tests and simulations, `sqlite` for real) pass
+one contract suite (tests/store/test_contract.py). Only `VerifiedEvent`s can be
+appended, so nothing unverified is ever stored by mistake.
+
+Rules every implementation keeps (protocol.md §3.4, §3.5):
+- `append` is atomic: the whole batch is stored or none of it. Each event must
+  extend its log's head (seq + 1, prev = head id); otherwise InvalidEventError and
+  nothing changes. Appends to a frozen (forked) log raise InvalidEventError.
+- Once `append` returns, the events survive a crash (durable commit).
+- `erase` drops a payload and keeps the header, so the chain still verifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import msgspec
+
+from federation.core.canonical import Audience
+from federation.core.events import Head, VerifiedEvent
+
+
+class LogRecord(msgspec.Struct, frozen=True):
+    """A log the store knows, with its descriptor bytes and current head."""
+
+    id: bytes
+    descriptor: bytes
+    club: bytes
+    name: str
+    audience: Audience
+    head: Head | None
+    frozen: bool
+
+
+class ForkRecord(msgspec.Struct, frozen=True):
+    """Proof of a fork: two signed headers for one (log, seq). Kept, never deleted."""
+
+    club: bytes
+    log: bytes
+    seq: int
+    ours: bytes
+    theirs: bytes
+    detected_us: int
+
+
+class ProjectionUpdate(msgspec.Struct, frozen=True):
+    """New projection rows (None deletes) and the read positions they reach, together."""
+
+    items: Mapping[tuple[str, str], bytes | None]
+    positions: Mapping[bytes, int]
+
+
+class Store(Protocol):
+    # clubs and logs
+    async def put_club(self, club: bytes, genesis: bytes) -> None: ...
+    async def clubs(self) -> dict[bytes, bytes]: ...
+    async def put_log(self, log: bytes, descriptor: bytes) -> None: ...
+    async def logs(self) -> list[LogRecord]: ...
+    async def log(self, log: bytes) -> LogRecord | None: ...
+
+    # events
+    async def append(self, events: Sequence[VerifiedEvent]) -> None: ...
+    async def events(
+        self, log: bytes, after_seq: int = 0, limit: int = 1000
+    ) -> list[VerifiedEvent]: ...
+    async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None: ...
+    async def events_by_id_prefix(self, prefix: bytes, limit: int = 2) -> list[VerifiedEvent]: ...
+    async def count_events(self) -> int: ...
+    async def erase(self, event: bytes) -> bool: ...
+
+    # forks
+    async def record_fork(self, fork: ForkRecord) -> None: ...
+    async def forks(self) -> list[ForkRecord]: ...
+
+    # projections (a follower: rows and read positions commit together)
+    async def projection_positions(self) -> dict[bytes, int]: ...
+    async def projection_items(self, name: str) -> dict[str, bytes]: ...
+    async def projection_get(self, name: str, keys: Sequence[str]) -> dict[str, bytes]: ...
+    async def save_projection(self, update: ProjectionUpdate, *, replace: bool = False) -> None: ...
+
+    # small named values (node settings that the node itself changes)
+    async def get_meta(self, key: str) -> bytes | None: ...
+    async def set_meta(self, key: str, value: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...

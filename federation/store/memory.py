@@ -1,0 +1,143 @@
+"""An in-memory store for tests and simulations. Same contract as the SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from federation.core import canonical
+from federation.core.events import Head, VerifiedEvent
+from federation.core.log import check_append
+from federation.errors import InvalidEventError, StoreError
+from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._clubs: dict[bytes, bytes] = {}
+        self._logs: dict[bytes, bytes] = {}
+        self._events: dict[bytes, list[VerifiedEvent]] = {}
+        self._by_id: dict[bytes, tuple[bytes, int]] = {}
+        self._frozen: set[bytes] = set()
+        self._forks: list[ForkRecord] = []
+        self._positions: dict[bytes, int] = {}
+        self._items: dict[tuple[str, str], bytes] = {}
+        self._meta: dict[str, bytes] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    async def put_club(self, club: bytes, genesis: bytes) -> None:
+        self._check_open()
+        self._clubs.setdefault(club, genesis)
+
+    async def clubs(self) -> dict[bytes, bytes]:
+        return dict(self._clubs)
+
+    async def put_log(self, log: bytes, descriptor: bytes) -> None:
+        self._check_open()
+        if log not in self._logs:
+            self._logs[log] = descriptor
+            self._events[log] = []
+
+    def _record(self, log: bytes) -> LogRecord:
+        d = canonical.decode_log(self._logs[log])
+        events = self._events[log]
+        head = Head(events[-1].header.seq, events[-1].id) if events else None
+        return LogRecord(log, self._logs[log], d.club, d.name, d.audience, head, log in self._frozen)
+
+    async def logs(self) -> list[LogRecord]:
+        return [self._record(log) for log in self._logs]
+
+    async def log(self, log: bytes) -> LogRecord | None:
+        return self._record(log) if log in self._logs else None
+
+    async def append(self, events: Sequence[VerifiedEvent]) -> None:
+        self._check_open()
+        heads: dict[bytes, Head | None] = {}
+        for event in events:  # check the whole batch first: all or nothing
+            log = event.header.log
+            if log not in self._logs:
+                raise InvalidEventError("unknown log: store its descriptor first", log=log)
+            if log in self._frozen:
+                raise InvalidEventError(
+                    "log is frozen after a fork", club=event.header.club, log=log
+                )
+            if log not in heads:
+                held = self._events[log]
+                heads[log] = Head(held[-1].header.seq, held[-1].id) if held else None
+            check_append(heads[log], event)
+            heads[log] = Head(event.header.seq, event.id)
+        for event in events:
+            self._events[event.header.log].append(event)
+            self._by_id[event.id] = (event.header.log, event.header.seq)
+
+    async def events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[VerifiedEvent]:
+        return self._events.get(log, [])[after_seq : after_seq + limit]
+
+    async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None:
+        held = self._events.get(log, [])
+        return held[seq - 1] if 1 <= seq <= len(held) else None
+
+    async def events_by_id_prefix(self, prefix: bytes, limit: int = 2) -> list[VerifiedEvent]:
+        found = []
+        for eid, (log, seq) in self._by_id.items():
+            if eid.startswith(prefix):
+                found.append(self._events[log][seq - 1])
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def count_events(self) -> int:
+        return len(self._by_id)
+
+    async def erase(self, event: bytes) -> bool:
+        self._check_open()
+        where = self._by_id.get(event)
+        if where is None:
+            return False
+        log, seq = where
+        held = self._events[log][seq - 1]
+        self._events[log][seq - 1] = VerifiedEvent(held.id, held.header, held.signed, None)
+        return True
+
+    async def record_fork(self, fork: ForkRecord) -> None:
+        self._check_open()
+        if not any(f.log == fork.log and f.seq == fork.seq for f in self._forks):
+            self._forks.append(fork)
+        self._frozen.add(fork.log)
+
+    async def forks(self) -> list[ForkRecord]:
+        return list(self._forks)
+
+    async def projection_positions(self) -> dict[bytes, int]:
+        return dict(self._positions)
+
+    async def projection_items(self, name: str) -> dict[str, bytes]:
+        return {k: v for (n, k), v in sorted(self._items.items()) if n == name}
+
+    async def projection_get(self, name: str, keys: Sequence[str]) -> dict[str, bytes]:
+        return {k: self._items[(name, k)] for k in keys if (name, k) in self._items}
+
+    async def save_projection(self, update: ProjectionUpdate, *, replace: bool = False) -> None:
+        self._check_open()
+        if replace:
+            self._items.clear()
+            self._positions.clear()
+        for key, value in update.items.items():
+            if value is None:
+                self._items.pop(key, None)
+            else:
+                self._items[key] = value
+        self._positions.update(update.positions)
+
+    async def get_meta(self, key: str) -> bytes | None:
+        return self._meta.get(key)
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        self._check_open()
+        self._meta[key] = value
+
+    async def aclose(self) -> None:
+        self._closed = True

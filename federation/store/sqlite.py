@@ -1,0 +1,363 @@
+"""The SQLite store, on aiosqlite: WAL, durable commits, versioned schema, atomic appends.
+
+An event's row key packs (log number, seq) into one integer, so a log's events are
+one contiguous range of the table's own B-tree: appends go at the end of a range
+and a sync reads a range, with no second index to keep in step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+
+from federation.core import canonical
+from federation.core.events import Head, VerifiedEvent
+from federation.core.log import check_append
+from federation.errors import InvalidEventError, StoreError
+from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate
+
+# Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
+SEQ_BITS = 40
+MAX_SEQ = (1 << SEQ_BITS) - 1
+# How long a writer waits for another process's write (e.g. the CLI while the node runs).
+BUSY_TIMEOUT_MS = 10_000
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE club (id BLOB PRIMARY KEY, genesis BLOB NOT NULL);
+    CREATE TABLE log (
+        n INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        descriptor BLOB NOT NULL,
+        head_seq INTEGER NOT NULL DEFAULT 0,
+        head_id BLOB,
+        frozen INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE event (
+        k INTEGER PRIMARY KEY,
+        id BLOB NOT NULL,
+        signed BLOB NOT NULL,
+        payload BLOB
+    );
+    CREATE INDEX event_by_id ON event (id);
+    CREATE TABLE fork (
+        log BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        club BLOB NOT NULL,
+        ours BLOB NOT NULL,
+        theirs BLOB NOT NULL,
+        detected_us INTEGER NOT NULL,
+        PRIMARY KEY (log, seq)
+    );
+    CREATE TABLE projection_item (
+        name TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE projection_position (log BLOB PRIMARY KEY, seq INTEGER NOT NULL);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _row_event(signed: bytes, eid: bytes, payload: bytes | None) -> VerifiedEvent:
+    # Rows were verified before they were stored; decoding the header restores the type.
+    return VerifiedEvent(eid, canonical.decode_header(signed), signed, payload)
+
+
+class SqliteStore:
+    """Open with `await SqliteStore.open(path)` or `async with await SqliteStore.open(...)`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._log_numbers: dict[bytes, int] = {}
+
+    @classmethod
+    async def open(cls, path: Path | str, *, create: bool = False) -> SqliteStore:
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(
+                f"no store at {path}; is this a node directory? (`federation init` makes one)",
+                path=str(path),
+            )
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}", path=str(path)) from exc
+        store = cls(db, path)
+        try:
+            await store._setup()
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StoreError(
+                f"store {path} is not a readable SQLite database ({exc}); restore it from a backup",
+                path=str(path),
+            ) from exc
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _setup(self) -> None:
+        db = self._db
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await db.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk when append returns, even across a power cut.
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema {version}, newer than this program "
+                f"({SCHEMA_VERSION}); upgrade federation",
+                path=str(self.path),
+            )
+        for number in range(version, SCHEMA_VERSION):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._db.close()
+
+    # --- clubs and logs -------------------------------------------------------------
+
+    async def put_club(self, club: bytes, genesis: bytes) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", (club, genesis)
+        )
+
+    async def clubs(self) -> dict[bytes, bytes]:
+        rows = await self._db.execute_fetchall("SELECT id, genesis FROM club")
+        return {bytes(r[0]): bytes(r[1]) for r in rows}
+
+    async def put_log(self, log: bytes, descriptor: bytes) -> None:
+        await self._db.execute(
+            "INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", (log, descriptor)
+        )
+
+    @staticmethod
+    def _log_record(row: sqlite3.Row | tuple[object, ...]) -> LogRecord:
+        log, descriptor, head_seq, head_id, frozen = row
+        assert isinstance(descriptor, bytes) and isinstance(head_seq, int)
+        d = canonical.decode_log(descriptor)
+        head = Head(head_seq, bytes(head_id)) if head_seq and isinstance(head_id, bytes) else None
+        return LogRecord(bytes(log), descriptor, d.club, d.name, d.audience, head, bool(frozen))  # type: ignore[arg-type]
+
+    async def logs(self) -> list[LogRecord]:
+        rows = await self._db.execute_fetchall(
+            "SELECT id, descriptor, head_seq, head_id, frozen FROM log ORDER BY n"
+        )
+        return [self._log_record(r) for r in rows]
+
+    async def log(self, log: bytes) -> LogRecord | None:
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT id, descriptor, head_seq, head_id, frozen FROM log WHERE id = ?", (log,)
+            )
+        )
+        return self._log_record(rows[0]) if rows else None
+
+    async def _log_number(self, log: bytes) -> int | None:
+        n = self._log_numbers.get(log)
+        if n is None:
+            rows = list(await self._db.execute_fetchall("SELECT n FROM log WHERE id = ?", (log,)))
+            if not rows:
+                return None
+            n = self._log_numbers[log] = int(rows[0][0])
+        return n
+
+    # --- events ---------------------------------------------------------------------
+
+    async def append(self, events: Sequence[VerifiedEvent]) -> None:
+        if not events:
+            return
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            heads: dict[bytes, tuple[int, Head | None]] = {}
+            rows = []
+            for event in events:
+                log = event.header.log
+                if log not in heads:
+                    found = list(
+                        await db.execute_fetchall(
+                            "SELECT n, head_seq, head_id, frozen FROM log WHERE id = ?", (log,)
+                        )
+                    )
+                    if not found:
+                        raise InvalidEventError("unknown log: store its descriptor first", log=log)
+                    n, head_seq, head_id, frozen = found[0]
+                    if frozen:
+                        raise InvalidEventError(
+                            "log is frozen after a fork", club=event.header.club, log=log
+                        )
+                    heads[log] = (n, Head(head_seq, bytes(head_id)) if head_seq else None)
+                n, head = heads[log]
+                check_append(head, event)
+                if event.header.seq > MAX_SEQ:
+                    raise InvalidEventError("seq beyond what this store holds", log=log)
+                rows.append(((n << SEQ_BITS) | event.header.seq, event.id, event.signed, event.payload))
+                heads[log] = (n, Head(event.header.seq, event.id))
+            await db.executemany("INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows)
+            await db.executemany(
+                "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
+                [(h.seq, h.id, n) for n, h in heads.values() if h is not None],
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[VerifiedEvent]:
+        n = await self._log_number(log)
+        if n is None:
+            return []
+        base = n << SEQ_BITS
+        rows = await self._db.execute_fetchall(
+            "SELECT signed, id, payload FROM event WHERE k > ? AND k <= ? ORDER BY k LIMIT ?",
+            (base + after_seq, base + MAX_SEQ, limit),
+        )
+        return [_row_event(*r) for r in rows]
+
+    async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None:
+        n = await self._log_number(log)
+        if n is None or not 1 <= seq <= MAX_SEQ:
+            return None
+        rows = list(
+            await self._db.execute_fetchall(
+                "SELECT signed, id, payload FROM event WHERE k = ?", ((n << SEQ_BITS) | seq,)
+            )
+        )
+        return _row_event(*rows[0]) if rows else None
+
+    async def events_by_id_prefix(self, prefix: bytes, limit: int = 2) -> list[VerifiedEvent]:
+        upper = _prefix_upper(prefix)
+        sql = "SELECT signed, id, payload FROM event WHERE id >= ?"
+        args: tuple[object, ...] = (prefix,)
+        if upper is not None:
+            sql += " AND id < ?"
+            args += (upper,)
+        rows = await self._db.execute_fetchall(sql + " ORDER BY id LIMIT ?", (*args, limit))
+        return [_row_event(*r) for r in rows]
+
+    async def count_events(self) -> int:
+        rows = list(await self._db.execute_fetchall("SELECT count(*) FROM event"))
+        return int(rows[0][0])
+
+    async def erase(self, event: bytes) -> bool:
+        cursor = await self._db.execute(
+            "UPDATE event SET payload = NULL WHERE id = ? AND payload IS NOT NULL", (event,)
+        )
+        if cursor.rowcount:
+            return True
+        rows = list(await self._db.execute_fetchall("SELECT 1 FROM event WHERE id = ?", (event,)))
+        return bool(rows)
+
+    # --- forks ----------------------------------------------------------------------
+
+    async def record_fork(self, fork: ForkRecord) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute(
+                "INSERT OR IGNORE INTO fork (log, seq, club, ours, theirs, detected_us) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (fork.log, fork.seq, fork.club, fork.ours, fork.theirs, fork.detected_us),
+            )
+            await db.execute("UPDATE log SET frozen = 1 WHERE id = ?", (fork.log,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def forks(self) -> list[ForkRecord]:
+        rows = await self._db.execute_fetchall(
+            "SELECT club, log, seq, ours, theirs, detected_us FROM fork ORDER BY detected_us"
+        )
+        return [ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d) for c, lg, s, o, t, d in rows]
+
+    # --- projections ----------------------------------------------------------------
+
+    async def projection_positions(self) -> dict[bytes, int]:
+        rows = await self._db.execute_fetchall("SELECT log, seq FROM projection_position")
+        return {bytes(r[0]): int(r[1]) for r in rows}
+
+    async def projection_items(self, name: str) -> dict[str, bytes]:
+        rows = await self._db.execute_fetchall(
+            "SELECT key, value FROM projection_item WHERE name = ? ORDER BY key", (name,)
+        )
+        return {str(r[0]): bytes(r[1]) for r in rows}
+
+    async def projection_get(self, name: str, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for key in keys:
+            rows = list(
+                await self._db.execute_fetchall(
+                    "SELECT value FROM projection_item WHERE name = ? AND key = ?", (name, key)
+                )
+            )
+            if rows:
+                found[key] = bytes(rows[0][0])
+        return found
+
+    async def save_projection(self, update: ProjectionUpdate, *, replace: bool = False) -> None:
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if replace:
+                await db.execute("DELETE FROM projection_item")
+                await db.execute("DELETE FROM projection_position")
+            await db.executemany(
+                "DELETE FROM projection_item WHERE name = ? AND key = ?",
+                [k for k, v in update.items.items() if v is None],
+            )
+            await db.executemany(
+                "INSERT OR REPLACE INTO projection_item (name, key, value) VALUES (?, ?, ?)",
+                [(n, k, v) for (n, k), v in update.items.items() if v is not None],
+            )
+            await db.executemany(
+                "INSERT OR REPLACE INTO projection_position (log, seq) VALUES (?, ?)",
+                list(update.positions.items()),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    # --- meta -----------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> bytes | None:
+        rows = list(await self._db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,)))
+        return bytes(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _prefix_upper(prefix: bytes) -> bytes | None:
+    """The smallest byte string above every string that starts with `prefix`."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
