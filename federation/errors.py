@@ -84,9 +84,7 @@ class ForkError(InvalidEventError):
     `ours` and `theirs` are the exact signed headers (header + signature) of both.
     """
 
-    def __init__(
-        self, *, club: bytes, log: bytes, seq: int, ours: bytes, theirs: bytes
-    ) -> None:
+    def __init__(self, *, club: bytes, log: bytes, seq: int, ours: bytes, theirs: bytes) -> None:
         self.ours = ours
         self.theirs = theirs
         super().__init__(

@@ -74,7 +74,19 @@ class Header(msgspec.Struct, frozen=True):
     key: bytes
 
 
+def _check_sizes(what: str, **fields: bytes) -> None:
+    # struct's "32s" pads or clips silently: the bytes would then differ from the value.
+    for name, value in fields.items():
+        if len(value) != HASH_BYTES:
+            raise InvalidEventError(
+                f"{what} field {name} must be {HASH_BYTES} bytes, got {len(value)}"
+            )
+
+
 def encode_header(h: Header) -> bytes:
+    _check_sizes(
+        "header", club=h.club, log=h.log, prev=h.prev, payload_hash=h.payload_hash, key=h.key
+    )
     try:
         return _HEADER.pack(
             EVENT_TAG,
@@ -143,7 +155,11 @@ class Genesis(msgspec.Struct, frozen=True):
 
 
 def encode_genesis(g: Genesis) -> bytes:
-    return _GENESIS.pack(CLUB_TAG, VERSION, g.key, g.recovery, g.time_us)
+    _check_sizes("genesis", key=g.key, recovery=g.recovery)
+    try:
+        return _GENESIS.pack(CLUB_TAG, VERSION, g.key, g.recovery, g.time_us)
+    except struct.error as exc:
+        raise InvalidEventError(f"genesis field out of range: {exc}") from exc
 
 
 def decode_genesis(data: bytes) -> Genesis:
@@ -182,7 +198,11 @@ class LogDescriptor(msgspec.Struct, frozen=True):
 
 
 def encode_log(d: LogDescriptor) -> bytes:
-    name = d.name.encode()
+    _check_sizes("log descriptor", club=d.club)
+    try:
+        name = d.name.encode()
+    except UnicodeEncodeError:
+        raise InvalidEventError(f"log name must be 1-{MAX_LOG_NAME_BYTES} bytes of UTF-8") from None
     if not 0 < len(name) <= MAX_LOG_NAME_BYTES:
         raise InvalidEventError(f"log name must be 1-{MAX_LOG_NAME_BYTES} bytes of UTF-8")
     clubs = d.audience.clubs

@@ -74,8 +74,9 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 
 
-def derive_key(passphrase: bytes, salt: bytes, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
-               p: int = SCRYPT_P) -> bytes:
+def derive_key(
+    passphrase: bytes, salt: bytes, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
+) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
 
 

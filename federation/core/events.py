@@ -103,9 +103,7 @@ def _check_unsigned(
         raise fail(f"unknown event kind {header.kind}")
     if payload is not None:
         if len(payload) != header.payload_size:
-            raise fail(
-                f"payload is {len(payload)} bytes but the header says {header.payload_size}"
-            )
+            raise fail(f"payload is {len(payload)} bytes but the header says {header.payload_size}")
         if sha256(payload) != header.payload_hash:
             raise fail("payload does not match the hash in the signed header (altered payload)")
     if not authorized(header.club, header.key):

@@ -83,9 +83,7 @@ def kind_from_name(name: str) -> Kind:
     try:
         return KIND_NAMES[name.lower()]
     except KeyError:
-        raise UsageError(
-            f"unknown kind {name!r}; use one of: {', '.join(KIND_NAMES)}"
-        ) from None
+        raise UsageError(f"unknown kind {name!r}; use one of: {', '.join(KIND_NAMES)}") from None
 
 
 def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:

@@ -23,6 +23,15 @@ from federation.core.canonical import Audience
 from federation.core.events import Head, VerifiedEvent
 
 
+class RawEvent(msgspec.Struct, frozen=True):
+    """A stored event as bytes, not decoded: what `federation verify` audits."""
+
+    seq: int
+    id: bytes
+    signed: bytes
+    payload: bytes | None
+
+
 class LogRecord(msgspec.Struct, frozen=True):
     """A log the store knows, with its descriptor bytes and current head."""
 
@@ -66,6 +75,9 @@ class Store(Protocol):
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000
     ) -> list[VerifiedEvent]: ...
+    async def raw_events(
+        self, log: bytes, after_seq: int = 0, limit: int = 1000
+    ) -> list[RawEvent]: ...
     async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None: ...
     async def events_by_id_prefix(self, prefix: bytes, limit: int = 2) -> list[VerifiedEvent]: ...
     async def count_events(self) -> int: ...

@@ -8,7 +8,7 @@ from federation.core import canonical
 from federation.core.events import Head, VerifiedEvent
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
-from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate
+from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate, RawEvent
 
 
 class MemoryStore:
@@ -45,7 +45,9 @@ class MemoryStore:
         d = canonical.decode_log(self._logs[log])
         events = self._events[log]
         head = Head(events[-1].header.seq, events[-1].id) if events else None
-        return LogRecord(log, self._logs[log], d.club, d.name, d.audience, head, log in self._frozen)
+        return LogRecord(
+            log, self._logs[log], d.club, d.name, d.audience, head, log in self._frozen
+        )
 
     async def logs(self) -> list[LogRecord]:
         return [self._record(log) for log in self._logs]
@@ -73,8 +75,16 @@ class MemoryStore:
             self._events[event.header.log].append(event)
             self._by_id[event.id] = (event.header.log, event.header.seq)
 
-    async def events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[VerifiedEvent]:
+    async def events(
+        self, log: bytes, after_seq: int = 0, limit: int = 1000
+    ) -> list[VerifiedEvent]:
         return self._events.get(log, [])[after_seq : after_seq + limit]
+
+    async def raw_events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[RawEvent]:
+        return [
+            RawEvent(e.header.seq, e.id, e.signed, e.payload)
+            for e in await self.events(log, after_seq, limit)
+        ]
 
     async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None:
         held = self._events.get(log, [])

@@ -18,7 +18,7 @@ from federation.core import canonical
 from federation.core.events import Head, VerifiedEvent
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
-from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate
+from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate, RawEvent
 
 # Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
 SEQ_BITS = 40
@@ -217,9 +217,13 @@ class SqliteStore:
                 check_append(head, event)
                 if event.header.seq > MAX_SEQ:
                     raise InvalidEventError("seq beyond what this store holds", log=log)
-                rows.append(((n << SEQ_BITS) | event.header.seq, event.id, event.signed, event.payload))
+                rows.append(
+                    ((n << SEQ_BITS) | event.header.seq, event.id, event.signed, event.payload)
+                )
                 heads[log] = (n, Head(event.header.seq, event.id))
-            await db.executemany("INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows)
+            await db.executemany(
+                "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows
+            )
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(h.seq, h.id, n) for n, h in heads.values() if h is not None],
@@ -229,7 +233,9 @@ class SqliteStore:
             await db.execute("ROLLBACK")
             raise
 
-    async def events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[VerifiedEvent]:
+    async def events(
+        self, log: bytes, after_seq: int = 0, limit: int = 1000
+    ) -> list[VerifiedEvent]:
         n = await self._log_number(log)
         if n is None:
             return []
@@ -239,6 +245,17 @@ class SqliteStore:
             (base + after_seq, base + MAX_SEQ, limit),
         )
         return [_row_event(*r) for r in rows]
+
+    async def raw_events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[RawEvent]:
+        n = await self._log_number(log)
+        if n is None:
+            return []
+        base = n << SEQ_BITS
+        rows = await self._db.execute_fetchall(
+            "SELECT k, id, signed, payload FROM event WHERE k > ? AND k <= ? ORDER BY k LIMIT ?",
+            (base + after_seq, base + MAX_SEQ, limit),
+        )
+        return [RawEvent(k & MAX_SEQ, bytes(i), bytes(s), p) for k, i, s, p in rows]
 
     async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None:
         n = await self._log_number(log)
@@ -295,7 +312,9 @@ class SqliteStore:
         rows = await self._db.execute_fetchall(
             "SELECT club, log, seq, ours, theirs, detected_us FROM fork ORDER BY detected_us"
         )
-        return [ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d) for c, lg, s, o, t, d in rows]
+        return [
+            ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d) for c, lg, s, o, t, d in rows
+        ]
 
     # --- projections ----------------------------------------------------------------
 
@@ -352,7 +371,9 @@ class SqliteStore:
         return bytes(rows[0][0]) if rows else None
 
     async def set_meta(self, key: str, value: bytes) -> None:
-        await self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        await self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+        )
 
 
 def _prefix_upper(prefix: bytes) -> bytes | None:

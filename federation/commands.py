@@ -1,0 +1,388 @@
+"""The CLI's commands: each takes parsed arguments and returns an Output.
+
+An Output carries `data` (printed as JSON with --json) and `lines` (for people).
+Rules live in the core and the node; these functions only choose and format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from tqdm import tqdm
+
+from federation import archive, audit, projector
+from federation.core import projection
+from federation.core.canonical import Kind
+from federation.core.events import VerifiedEvent
+from federation.core.ids import short
+from federation.core.log import format_audience, parse_audience
+from federation.core.payloads import kind_from_name, read_payload, summary
+from federation.errors import UsageError
+from federation.keyfile import PASSPHRASE_ENV
+from federation.node import Node, init_node, prompt_passphrase
+from federation.store.base import LogRecord
+
+
+class Output(msgspec.Struct):
+    data: Any
+    lines: list[str]
+    exit_code: int = 0
+
+
+def _when(time_us: int) -> str:
+    return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@contextlib.contextmanager
+def _progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work, shown only to a person at a terminal."""
+    with tqdm(total=total, unit=" events", desc=what, disable=not sys.stderr.isatty() or total < 5000,
+              file=sys.stderr, leave=False) as bar:
+        yield bar.update
+
+
+# --- init -----------------------------------------------------------------------
+
+
+async def cmd_init(args: argparse.Namespace) -> Output:
+    root = Path(args.node)
+    if args.no_passphrase:
+        passphrase = None
+        print(
+            "federation: warning: the club key will be stored UNENCRYPTED; anyone who copies "
+            f"{root / 'club.key'} can sign as your club",
+            file=sys.stderr,
+        )
+    elif PASSPHRASE_ENV in os.environ:
+        passphrase = os.environ[PASSPHRASE_ENV].encode()
+    else:
+        passphrase = prompt_passphrase(confirm=True)
+    club = await init_node(
+        root, name=args.name, listen=args.listen, passphrase=passphrase, plain_http=args.plain_http
+    )
+    lines = [
+        club.hex(),
+        f"created club {args.name!r} in {root}",
+        f"move {root / 'recovery.key'} off this machine (e.g. a USB stick kept apart): "
+        "it will let you revoke a seized key",
+    ]
+    return Output({"club": club.hex(), "name": args.name, "node": str(root)}, lines)
+
+
+# --- post -----------------------------------------------------------------------
+
+_POST_FIELDS: dict[str, list[tuple[str, str, Any]]] = {
+    # kind: [(option, help, type)]
+    "note": [("text", "the note", str)],
+    "action": [
+        ("what", "what the club does, e.g. 'Picket at the depot'", str),
+        ("starts", "start, ISO 8601 with zone, e.g. 2026-12-01T18:00+00:00", str),
+        ("ends", "end, same form (optional)", str),
+        ("where", "the place (optional)", str),
+        ("participants", "how many took part (optional)", int),
+        ("text", "details (optional)", str),
+    ],
+    "report": [
+        ("member", "who reports", str),
+        ("period", "the month, YYYY-MM", str),
+        ("text", "what they did", str),
+    ],
+    "campaign": [
+        ("campaign", "the campaign's short name (a-z, 0-9, -)", str),
+        ("op", "created, updated or closed", str),
+        ("title", "title (optional)", str),
+        ("text", "description or update (optional)", str),
+    ],
+}
+
+
+def _datetime(option: str, text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--{option} {text!r} is not a date and time; use e.g. 2026-12-01T18:00+00:00"
+        ) from None
+    if value.tzinfo is None:
+        raise UsageError(f"--{option} needs a time zone, e.g. 2026-12-01T18:00+00:00")
+    return value
+
+
+def add_post_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("kind", metavar="KIND", help="note, action, report or campaign")
+    c.add_argument(
+        "--audience",
+        default="private",
+        help="private (default), federation, public, or clubs:ID[,ID...]",
+    )
+    c.add_argument("--log", help="the log's name (default: named after the audience)")
+    seen: set[str] = set()
+    for fields in _POST_FIELDS.values():
+        for name, help, type_ in fields:
+            if name not in seen:
+                seen.add(name)
+                c.add_argument(f"--{name}", type=type_, help=help)
+
+
+async def cmd_post(args: argparse.Namespace) -> Output:
+    kind = kind_from_name(args.kind)
+    allowed = {name for name, _, _ in _POST_FIELDS[kind.name.lower()]}
+    given = {
+        name: getattr(args, name)
+        for fields in _POST_FIELDS.values()
+        for name, _, _ in fields
+        if getattr(args, name) is not None
+    }
+    for name in ("starts", "ends"):
+        if name in given:
+            given[name] = _datetime(name, given[name])
+    extra = sorted(set(given) - allowed)
+    if extra:
+        raise UsageError(
+            f"--{extra[0]} does not apply to {kind.name.lower()}; it takes "
+            + ", ".join(f"--{n}" for n in sorted(allowed))
+        )
+    audience = parse_audience(args.audience)
+    async with await Node.open(Path(args.node)) as node:
+        record, event = await node.post(kind, given, audience, args.log)
+    data = _event_json(record, event)
+    return Output(
+        data,
+        [f"{event.id.hex()}  {record.name} #{event.header.seq}  ({format_audience(audience)})"],
+    )
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def _event_json(record: LogRecord, event: VerifiedEvent) -> dict[str, Any]:
+    h = event.header
+    return {
+        "id": event.id.hex(),
+        "club": h.club.hex(),
+        "log": h.log.hex(),
+        "log_name": record.name,
+        "audience": format_audience(record.audience),
+        "seq": h.seq,
+        "prev": h.prev.hex(),
+        "time": _when(h.time_us),
+        "kind": Kind(h.kind).name.lower(),
+        "payload_hash": h.payload_hash.hex(),
+        "payload_size": h.payload_size,
+        "key": h.key.hex(),
+        "erased": event.payload is None,
+        "payload": None if event.payload is None else read_payload(h.kind, event.payload),
+        "signed": event.signed.hex(),
+    }
+
+
+async def _select_logs(node: Node, log: str | None, club: str | None = None) -> list[LogRecord]:
+    records = await node.store.logs()
+    if log:
+        records = [r for r in records if r.name == log or r.id.hex().startswith(log.lower())]
+        if not records:
+            raise UsageError(f"no log {log!r}; see the logs in `federation status`")
+    if club:
+        records = [r for r in records if r.club.hex().startswith(club.lower())]
+    return records
+
+
+async def cmd_log(args: argparse.Namespace) -> Output:
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    kind = kind_from_name(args.kind) if args.kind else None
+    async with await Node.open(Path(args.node)) as node:
+        rows: list[tuple[LogRecord, VerifiedEvent]] = []
+        for record in await _select_logs(node, args.log, args.club):
+            if record.head is None:
+                continue
+            after = 0
+            while page := await node.store.events(record.id, after, 5000):
+                rows.extend((record, e) for e in page if kind is None or e.header.kind == kind)
+                after = page[-1].header.seq
+        rows.sort(key=lambda r: (r[1].header.time_us, r[1].header.seq))
+        rows = rows[-args.limit :]
+        data = [_event_json(r, e) | {"signed": None} for r, e in rows]
+        lines = [
+            f"{e.id.hex()[:12]}  {_when(e.header.time_us)}  {short(e.header.club)} "
+            f"{r.name}#{e.header.seq}  {Kind(e.header.kind).name.lower():8}  "
+            f"{summary(e.header.kind, e.payload)}"
+            for r, e in rows
+        ] or ["no events"]
+        return Output(data, lines)
+
+
+async def cmd_show(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        event = await node.find_event(args.event)
+        record = await node.store.log(event.header.log)
+        assert record is not None
+        data = _event_json(record, event)
+    lines = [f"{k:13} {v}" for k, v in data.items() if k not in ("payload", "signed")]
+    if event.payload is None:
+        lines.append("payload       [erased]")
+    else:
+        payload = data["payload"] or {}
+        lines += [f"  {k}: {v}" for k, v in payload.items() if v not in (None, "")]
+    return Output(data, lines)
+
+
+async def cmd_status(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        logs = await node.store.logs()
+        forks = await node.store.forks()
+        count = await node.store.count_events()
+        encrypted = node.key_encrypted
+        data = {
+            "club": node.club.hex(),
+            "name": node.config.club.name,
+            "node": str(node.paths.root),
+            "key_encrypted": encrypted,
+            "events": count,
+            "logs": [
+                {
+                    "id": r.id.hex(),
+                    "club": r.club.hex(),
+                    "name": r.name,
+                    "audience": format_audience(r.audience),
+                    "head_seq": r.head.seq if r.head else 0,
+                    "head": r.head.id.hex() if r.head else None,
+                    "frozen": r.frozen,
+                    "own": r.club == node.club,
+                }
+                for r in logs
+            ],
+            "forks": [
+                {"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks
+            ],
+        }
+    lines = [
+        f"club     {node.config.club.name}  {node.club.hex()}",
+        f"key      {'encrypted with a passphrase' if encrypted else 'UNENCRYPTED on disk'}",
+        f"events   {count} in {len(logs)} logs",
+        "logs:",
+    ]
+    for log in data["logs"]:
+        mark = " FROZEN (fork)" if log["frozen"] else ""
+        owner = "own" if log["own"] else log["club"][:12]
+        lines.append(
+            f"  {log['name']:20} {log['audience'][:20]:20} {owner:12} seq {log['head_seq']}{mark}"
+        )
+    lines += [f"fork: {audit.describe_fork(f)}" for f in forks]
+    return Output(data, lines)
+
+
+async def cmd_verify(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        total = await node.store.count_events()
+        with _progress(total, "verify") as advance:
+            report = await audit.verify_store(node.store, node.authorized, advance)
+    data = {
+        "ok": report.ok,
+        "clubs": report.clubs,
+        "logs": report.logs,
+        "events": report.events,
+        "erased": report.erased,
+        "problems": [msgspec.structs.asdict(p) for p in report.problems],
+        "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in report.forks],
+    }
+    lines = [str(p) for p in report.problems] + [audit.describe_fork(f) for f in report.forks]
+    verdict = "ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+    lines.append(
+        f"verify {verdict}: {report.events} events ({report.erased} erased) in "
+        f"{report.logs} logs of {report.clubs} clubs"
+    )
+    return Output(data, lines, exit_code=0 if report.ok else 1)
+
+
+async def cmd_erase(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        event = await node.find_event(args.event)
+        await projector.erase(node.store, event)
+    h = event.header
+    return Output(
+        {"id": event.id.hex(), "log": h.log.hex(), "seq": h.seq, "erased": True},
+        [f"erased the payload of {event.id.hex()} (seq {h.seq}); its signed header stays"],
+    )
+
+
+async def cmd_export(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        logs = await _select_logs(node, args.log)
+        if args.audience:
+            audience = parse_audience(args.audience)
+            logs = [r for r in logs if r.audience == audience]
+        total = sum(r.head.seq for r in logs if r.head)
+        with _progress(total, "export") as advance:
+            if args.output and args.output != "-":
+                with open(args.output, "xb") as out:
+                    count = await archive.export(node.store, out, logs, advance)
+            else:
+                count = await archive.export(node.store, sys.stdout.buffer, logs, advance)
+    where = args.output or "standard output"
+    print(f"exported {count} events in {len(logs)} logs to {where}", file=sys.stderr)
+    return Output({"events": count, "logs": len(logs)}, [])
+
+
+async def cmd_import(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        if args.file == "-":
+            report = await archive.import_lines(
+                node.store, node._genesis, sys.stdin.buffer, node.clock()
+            )
+        else:
+            try:
+                size = os.path.getsize(args.file)
+                stream = open(args.file, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+            with stream, _progress(size // 600, "import") as advance:
+                report = await archive.import_lines(
+                    node.store, node._genesis, stream, node.clock(), advance
+                )
+    lines = [
+        f"imported {report.added} new events ({report.already} already held)"
+        + (f"; {report.forks} fork(s) kept as evidence" if report.forks else "")
+    ]
+    return Output(msgspec.structs.asdict(report), lines)
+
+
+async def cmd_rebuild(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        count = await projector.rebuild(node.store)
+    return Output({"items": count}, [f"rebuilt campaigns and calendar: {count} items"])
+
+
+async def cmd_calendar(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        items = await projector.items(node.store, projection.CALENDAR)
+    actions = sorted(
+        (i for i in items if isinstance(i, projection.CalendarItem)),
+        key=lambda i: (i.erased, i.starts or dt.datetime.max.replace(tzinfo=dt.UTC)),
+    )
+    lines = [
+        f"{a.event[:12]}  [erased]" if a.erased else
+        f"{a.event[:12]}  {a.starts:%Y-%m-%d %H:%M} {a.what} @ {a.where or '?'}"
+        + (f" ({a.participants} took part)" if a.participants is not None else "")
+        for a in actions
+    ] or ["no actions"]
+    return Output([msgspec.to_builtins(a) for a in actions], lines)
+
+
+async def cmd_campaigns(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        items = await projector.items(node.store, projection.CAMPAIGNS)
+    campaigns = [i for i in items if isinstance(i, projection.CampaignItem)]
+    lines = [
+        f"{c.campaign:24} {c.status:6} {c.title}  ({c.updates} updates, club {c.club[:12]})"
+        for c in campaigns
+    ] or ["no campaigns"]
+    return Output([msgspec.to_builtins(c) for c in campaigns], lines)

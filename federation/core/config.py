@@ -1,0 +1,119 @@
+"""The node configuration: TOML decoded into frozen Structs that reject unknown fields.
+
+Parsing is pure (text in, Config out). Errors name the file and the field path, as
+msgspec reports it (`$.node.listen`), and say what to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from typing import Annotated, Literal
+
+import msgspec
+
+from federation.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+DEFAULT_PORT = 8401
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+HexId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ClubSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Name
+    id: HexId
+
+
+class NodeSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # host:port the node serves peers and the feed on.
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    # The address other clubs use to reach this node, put in invites. Empty: derived
+    # from `listen`.
+    public_url: str = ""
+    # Plain HTTP instead of TLS: for tests and demos on loopback only (protocol.md §5).
+    plain_http: bool = False
+    store: str = "store.sqlite"
+
+
+class KeySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    file: str = "club.key"
+    # How the passphrase reaches the node: "prompt" (ask; or FEDERATION_PASSPHRASE if
+    # set), "file" (read passphrase_file), or "none" (the key file is unencrypted).
+    passphrase: Literal["prompt", "file", "none"] = "prompt"
+    passphrase_file: str = ""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    club: ClubSection
+    node: NodeSection = NodeSection()
+    key: KeySection = KeySection()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"node.listen must be host:port, e.g. 127.0.0.1:{DEFAULT_PORT}; got {listen!r}",
+            field="node.listen",
+        )
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file", path=path) from None
+    try:
+        config = msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
+        raise ConfigError(f"{path}: {message}; fix that field", path=path, field=field) from None
+    host, _ = parse_listen(config.node.listen)
+    if config.node.plain_http and not is_loopback(host):
+        raise ConfigError(
+            f"{path}: node.plain_http is allowed only when node.listen is a loopback "
+            "address; remove plain_http to use TLS",
+            path=path,
+            field="node.plain_http",
+        )
+    if config.key.passphrase == "file" and not config.key.passphrase_file:
+        raise ConfigError(
+            f'{path}: key.passphrase = "file" needs key.passphrase_file',
+            path=path,
+            field="key.passphrase_file",
+        )
+    return config
+
+
+def render_config(name: str, club: str, listen: str, *, passphrase: str, plain_http: bool) -> str:
+    """The config file `federation init` writes, with comments for the operator."""
+    quoted = msgspec.json.encode(name).decode()  # a JSON string is a valid TOML basic string
+    return (
+        '# federation node configuration (see README.md, "Running a real club node").\n'
+        "[club]\n"
+        f"name = {quoted}\n"
+        "# Fixed at creation: the club's identity, not its current signing key.\n"
+        f'id = "{club}"\n\n'
+        "[node]\n"
+        f'listen = "{listen}"\n'
+        '# public_url = "https://club.example.org:8401"  # what invites tell other clubs\n'
+        f"plain_http = {'true' if plain_http else 'false'}\n"
+        'store = "store.sqlite"\n\n'
+        "[key]\n"
+        'file = "club.key"\n'
+        "# prompt (or FEDERATION_PASSPHRASE), file (passphrase_file), none (unencrypted)\n"
+        f'passphrase = "{passphrase}"\n'
+    )
