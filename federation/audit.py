@@ -55,13 +55,13 @@ async def verify_store(
     report = VerifyReport()
     clubs = await store.clubs()
     report.clubs = len(clubs)
-    for club, genesis in clubs.items():
+    for club_id, genesis in clubs.items():
         try:
             canonical.decode_genesis(genesis)
-            if canonical.club_id(genesis) != club:
+            if canonical.club_id(genesis) != club_id:
                 raise FederationError("club id is not the hash of its genesis")
         except FederationError as exc:
-            report.problems.append(Problem(club.hex(), "", None, f"club genesis: {exc}"))
+            report.problems.append(Problem(club_id.hex(), "", None, f"club genesis: {exc}"))
     for record in await store.logs():
         report.logs += 1
         club, log = record.club.hex(), record.id.hex()

@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--log", help="only this log (name or id prefix)")
     c.add_argument("--kind", help="only this kind (note, action, report, campaign)")
     c.add_argument("--club", help="only this club (id prefix)")
-    c.add_argument("--limit", type=int, default=50, help="at most this many, the latest (default 50)")
+    c.add_argument(
+        "--limit", type=int, default=50, help="at most this many, the latest (default 50)"
+    )
 
     c = cmd("show", "show one event in full")
     c.add_argument("event", metavar="EVENT", help="event id or a prefix of 8+ hex digits")
@@ -91,14 +93,18 @@ def _parser() -> argparse.ArgumentParser:
 Handler = Callable[[argparse.Namespace], Awaitable[commands.Output]]
 
 
+async def _call(handler: Handler, args: argparse.Namespace) -> commands.Output:
+    return await handler(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler: Handler = getattr(commands, "cmd_" + args.command)
     try:
-        result = asyncio.run(handler(args))
+        result: commands.Output = asyncio.run(_call(handler, args))
     except FederationError as exc:
         print(f"federation: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         print("federation: interrupted", file=sys.stderr)
         return 130
@@ -113,4 +119,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
-

@@ -44,9 +44,19 @@ def _when(time_us: int) -> str:
 @contextlib.contextmanager
 def _progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr for long work, shown only to a person at a terminal."""
-    with tqdm(total=total, unit=" events", desc=what, disable=not sys.stderr.isatty() or total < 5000,
-              file=sys.stderr, leave=False) as bar:
-        yield bar.update
+    with tqdm(
+        total=total,
+        unit=" events",
+        desc=what,
+        disable=not sys.stderr.isatty() or total < 5000,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        yield advance
 
 
 # --- init -----------------------------------------------------------------------
@@ -230,7 +240,7 @@ async def cmd_show(args: argparse.Namespace) -> Output:
     if event.payload is None:
         lines.append("payload       [erased]")
     else:
-        payload = data["payload"] or {}
+        payload: dict[str, object] = data["payload"] or {}
         lines += [f"  {k}: {v}" for k, v in payload.items() if v not in (None, "")]
     return Output(data, lines)
 
@@ -260,9 +270,7 @@ async def cmd_status(args: argparse.Namespace) -> Output:
                 }
                 for r in logs
             ],
-            "forks": [
-                {"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks
-            ],
+            "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks],
         }
     lines = [
         f"club     {node.config.club.name}  {node.club.hex()}",
@@ -270,11 +278,12 @@ async def cmd_status(args: argparse.Namespace) -> Output:
         f"events   {count} in {len(logs)} logs",
         "logs:",
     ]
-    for log in data["logs"]:
-        mark = " FROZEN (fork)" if log["frozen"] else ""
-        owner = "own" if log["own"] else log["club"][:12]
+    for r in logs:
+        mark = " FROZEN (fork)" if r.frozen else ""
+        owner = "own" if r.club == node.club else short(r.club)
+        audience = format_audience(r.audience)[:20]
         lines.append(
-            f"  {log['name']:20} {log['audience'][:20]:20} {owner:12} seq {log['head_seq']}{mark}"
+            f"  {r.name:20} {audience:20} {owner:12} seq {r.head.seq if r.head else 0}{mark}"
         )
     lines += [f"fork: {audit.describe_fork(f)}" for f in forks]
     return Output(data, lines)
@@ -369,8 +378,9 @@ async def cmd_calendar(args: argparse.Namespace) -> Output:
         key=lambda i: (i.erased, i.starts or dt.datetime.max.replace(tzinfo=dt.UTC)),
     )
     lines = [
-        f"{a.event[:12]}  [erased]" if a.erased else
-        f"{a.event[:12]}  {a.starts:%Y-%m-%d %H:%M} {a.what} @ {a.where or '?'}"
+        f"{a.event[:12]}  [erased]"
+        if a.erased
+        else f"{a.event[:12]}  {a.starts:%Y-%m-%d %H:%M} {a.what} @ {a.where or '?'}"
         + (f" ({a.participants} took part)" if a.participants is not None else "")
         for a in actions
     ] or ["no actions"]

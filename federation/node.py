@@ -256,9 +256,9 @@ class Node:
             raise UsageError(f"cannot open log {name!r}: {exc}") from None
         log = canonical.log_id(d)
         await self.store.put_log(log, d)
-        record = await self.store.log(log)
-        assert record is not None
-        return record
+        opened = await self.store.log(log)
+        assert opened is not None
+        return opened
 
     async def post(
         self, kind: Kind, fields: dict[str, object], audience: Audience, log_name: str | None = None

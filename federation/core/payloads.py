@@ -114,11 +114,15 @@ def summary(kind: int, payload: bytes | None) -> str:
     fields = read_payload(kind, payload)
     if fields is None:
         return "[payload does not decode]"
-    line = {
-        Kind.NOTE: lambda f: f["text"],
-        Kind.ACTION: lambda f: f"{f['what']} @ {f['where'] or '?'} on {f['starts']}",
-        Kind.REPORT: lambda f: f"{f['member']} {f['period']}: {f['text']}",
-        Kind.CAMPAIGN: lambda f: f"{f['campaign']} {f['op']}: {f['title'] or f['text'] or ''}",
-    }[Kind(kind)](fields)
+    f = fields
+    k = Kind(kind)
+    if k is Kind.NOTE:
+        line = f"{f['text']}"
+    elif k is Kind.ACTION:
+        line = f"{f['what']} @ {f['where'] or '?'} on {f['starts']}"
+    elif k is Kind.REPORT:
+        line = f"{f['member']} {f['period']}: {f['text']}"
+    else:
+        line = f"{f['campaign']} {f['op']}: {f['title'] or f['text'] or ''}"
     text = re.sub(r"\s+", " ", str(line)).strip()
     return text if len(text) <= 100 else text[:99] + "…"

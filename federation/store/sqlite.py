@@ -159,7 +159,8 @@ class SqliteStore:
     @staticmethod
     def _log_record(row: sqlite3.Row | tuple[object, ...]) -> LogRecord:
         log, descriptor, head_seq, head_id, frozen = row
-        assert isinstance(descriptor, bytes) and isinstance(head_seq, int)
+        assert isinstance(descriptor, bytes)
+        assert isinstance(head_seq, int)
         d = canonical.decode_log(descriptor)
         head = Head(head_seq, bytes(head_id)) if head_seq and isinstance(head_id, bytes) else None
         return LogRecord(bytes(log), descriptor, d.club, d.name, d.audience, head, bool(frozen))  # type: ignore[arg-type]
