@@ -1,0 +1,97 @@
+"""Shared fixtures: one club with a fixed key and a log for each standard audience.
+
+Randomness is seeded: Hypothesis runs derandomized (the same examples every run)
+and without its example database, so a failure found once is found every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from federation.core import canonical
+from federation.core.canonical import Audience, Genesis, Kind
+from federation.core.crypto import SigningKey
+from federation.core.events import Head, VerifiedEvent, sign_event
+from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
+
+settings.register_profile(
+    "federation",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("federation")
+
+# 2026-01-01T00:00:00Z: events get times from here on, one second per seq (no clock).
+BASE_TIME_US = 1_767_225_600_000_000
+
+
+@dataclass
+class Club:
+    """A club made from a fixed seed: key, genesis, id and one log per standard audience."""
+
+    key: SigningKey
+    genesis: bytes
+    id: bytes
+    descriptors: dict[str, bytes] = field(default_factory=dict)  # audience name -> descriptor
+
+    @classmethod
+    def make(cls, seed: bytes) -> Club:
+        key = SigningKey(canonical.sha256(b"signing key " + seed))
+        genesis = canonical.encode_genesis(
+            Genesis(key.public, canonical.sha256(b"recovery key " + seed), BASE_TIME_US)
+        )
+        club = cls(key, genesis, canonical.club_id(genesis))
+        for name in STANDARD_AUDIENCES:
+            audience = Audience(name)  # type: ignore[arg-type]
+            club.descriptors[name] = descriptor_bytes(club.id, default_log_name(audience), audience)
+        return club
+
+    def log(self, audience: str = "federation") -> bytes:
+        return canonical.log_id(self.descriptors[audience])
+
+    def authorized(self, club: bytes, key: bytes) -> bool:
+        """The KeyCheck for this club alone: its genesis key signs for its id."""
+        return club == self.id and key == self.key.public
+
+    def chain(
+        self,
+        n: int,
+        *,
+        audience: str = "federation",
+        after: Head | None = None,
+        payloads: Sequence[bytes] | None = None,
+    ) -> list[VerifiedEvent]:
+        """`n` signed events extending `after` in one log."""
+        out: list[VerifiedEvent] = []
+        head = after
+        for i in range(n):
+            payload = payloads[i] if payloads is not None else b'{"text":"note %d"}' % i
+            seq = 1 if head is None else head.seq + 1
+            event = sign_event(
+                self.key,
+                club=self.id,
+                log=self.log(audience),
+                head=head,
+                time_us=BASE_TIME_US + seq * 1_000_000,
+                kind=Kind.NOTE,
+                payload=payload,
+            )
+            out.append(event)
+            head = Head(event.header.seq, event.id)
+        return out
+
+
+@pytest.fixture
+def club() -> Club:
+    return Club.make(b"club a")
+
+
+@pytest.fixture
+def other_club() -> Club:
+    return Club.make(b"club b")

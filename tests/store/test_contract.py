@@ -1,0 +1,351 @@
+"""One contract suite, run against every store (HOUSE_STYLE: eventsourcing's idea)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from federation.core import canonical
+from federation.core.events import Head, VerifiedEvent, verify_run
+from federation.errors import InvalidEventError, StoreError
+from federation.store.base import ForkRecord, ProjectionUpdate, Store
+from federation.store.memory import MemoryStore
+from federation.store.sqlite import SqliteStore
+from tests.conftest import Club
+
+Opener = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the store under test; for SQLite, each call reopens the same file."""
+    if request.param == "memory":
+        memory = MemoryStore()
+
+        async def open_memory() -> Store:
+            return memory
+
+        return open_memory
+
+    async def open_sqlite() -> Store:
+        return await SqliteStore.open(tmp_path / "store.sqlite", create=True)
+
+    return open_sqlite
+
+
+@pytest.fixture
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    opened = await open_store()
+    yield opened
+    await opened.aclose()
+
+
+async def add_club(store: Store, club: Club) -> None:
+    await store.put_club(club.id, club.genesis)
+    for descriptor in club.descriptors.values():
+        await store.put_log(canonical.log_id(descriptor), descriptor)
+
+
+async def all_events(store: Store, log: bytes) -> list[VerifiedEvent]:
+    return await store.events(log, 0, 10_000)
+
+
+def fork_of(club: Club, held: VerifiedEvent) -> ForkRecord:
+    other = club.chain(1, payloads=[b"equivocation"])[0]
+    assert other.header.seq == held.header.seq == 1
+    return ForkRecord(club.id, held.header.log, 1, held.signed, other.signed, 1_000)
+
+
+# --- clubs and logs -----------------------------------------------------------------
+
+
+async def test_put_club_and_log_are_idempotent(store: Store, club: Club) -> None:
+    assert await store.clubs() == {}
+    assert await store.logs() == []
+    await add_club(store, club)
+    await add_club(store, club)
+    await store.put_club(club.id, b"another genesis is ignored")
+    await store.put_log(club.log(), b"another descriptor is ignored")
+    assert await store.clubs() == {club.id: club.genesis}
+
+    logs = await store.logs()
+    assert [r.id for r in logs] == [club.log(a) for a in ("private", "federation", "public")]
+    record = await store.log(club.log("public"))
+    assert record is not None
+    assert record.descriptor == club.descriptors["public"]
+    assert (record.club, record.name, record.audience.kind) == (club.id, "public", "public")
+    assert (record.head, record.frozen) == (None, False)
+    assert await store.log(b"\x00" * 32) is None
+
+
+# --- append -------------------------------------------------------------------------
+
+
+async def test_append_and_read(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(5)
+    await store.append(events[:2])
+    await store.append(events[2:])
+    await store.append([])
+    assert await all_events(store, club.log()) == events
+    record = await store.log(club.log())
+    assert record is not None
+    assert record.head == Head(5, events[-1].id)
+    assert await store.count_events() == 5
+    assert await all_events(store, club.log("public")) == []
+    assert await all_events(store, b"\x00" * 32) == []
+
+
+async def test_append_to_several_logs_in_one_batch(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    federation, public = club.chain(3), club.chain(2, audience="public")
+    batch = [federation[0], public[0], federation[1], public[1], federation[2]]
+    await store.append(batch)
+    assert await all_events(store, club.log()) == federation
+    assert await all_events(store, club.log("public")) == public
+    record = await store.log(club.log("public"))
+    assert record is not None
+    assert record.head == Head(2, public[-1].id)
+
+
+async def test_append_is_atomic(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(6)
+    await store.append(events[:1])
+    public = club.chain(2, audience="public")
+    # events 2, 3 and a public event are fine; event 5 skips seq 4
+    batch = [events[1], public[0], events[2], events[4], events[5]]
+    with pytest.raises(InvalidEventError, match="does not extend the log") as caught:
+        await store.append(batch)
+    assert caught.value.seq == 5
+    assert await all_events(store, club.log()) == events[:1]
+    assert await all_events(store, club.log("public")) == []
+    assert await store.count_events() == 1
+    record = await store.log(club.log())
+    assert record is not None
+    assert record.head == Head(1, events[0].id)
+    # and the store still takes the good events afterwards
+    await store.append(events[1:])
+    assert await all_events(store, club.log()) == events
+
+
+async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(3)
+    with pytest.raises(InvalidEventError, match="head is seq 0"):
+        await store.append(events[1:2])  # seq 2 on an empty log
+    await store.append(events[:2])
+    with pytest.raises(InvalidEventError, match="head is seq 2"):
+        await store.append(events[1:2])  # seq 2 again
+    # seq 3 that follows a different seq 2
+    other = club.chain(1, after=Head(1, events[0].id), payloads=[b"other"])[0]
+    stray = club.chain(1, after=Head(2, other.id))[0]
+    with pytest.raises(InvalidEventError, match="does not extend the log"):
+        await store.append([stray])
+    with pytest.raises(InvalidEventError, match="unknown log"):
+        await store.append(Club.make(b"stranger").chain(1))
+    assert await all_events(store, club.log()) == events[:2]
+
+
+async def test_frozen_log_refuses_appends(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(3)
+    await store.append(events[:1])
+    assert await store.forks() == []
+    fork = fork_of(club, events[0])
+    await store.record_fork(fork)
+    await store.record_fork(fork)  # idempotent: one proof per (log, seq)
+    assert await store.forks() == [fork]
+    record = await store.log(club.log())
+    assert record is not None
+    assert record.frozen
+    with pytest.raises(InvalidEventError, match="frozen"):
+        await store.append(events[1:2])
+    assert await all_events(store, club.log()) == events[:1]
+    # other logs of the same club are not frozen
+    await store.append(club.chain(1, audience="public"))
+    public = await store.log(club.log("public"))
+    assert public is not None
+    assert not public.frozen
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+async def test_events_paging(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(25)
+    await store.append(events)
+    assert await store.events(club.log(), 0, 10) == events[:10]
+    assert await store.events(club.log(), 10, 10) == events[10:20]
+    assert await store.events(club.log(), 20, 10) == events[20:]
+    assert await store.events(club.log(), 25, 10) == []
+    assert await store.events(club.log(), 3) == events[3:]
+    paged: list[VerifiedEvent] = []
+    while page := await store.events(club.log(), len(paged), 7):
+        paged += page
+    assert paged == events
+
+
+async def test_event_at(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(3)
+    await store.append(events)
+    for event in events:
+        assert await store.event_at(club.log(), event.header.seq) == event
+    assert await store.event_at(club.log(), 0) is None
+    assert await store.event_at(club.log(), 4) is None
+    assert await store.event_at(club.log("public"), 1) is None
+    assert await store.event_at(b"\x00" * 32, 1) is None
+
+
+async def test_events_by_id_prefix(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(40) + club.chain(10, audience="public")
+    await store.append(events)
+    by_id = {e.id: e for e in events}
+    for event in events[:5]:
+        assert await store.events_by_id_prefix(event.id) == [event]
+        assert await store.events_by_id_prefix(event.id[:8]) == [event]
+    for first in {e.id[:1] for e in events}:
+        expected = {i for i in by_id if i.startswith(first)}
+        found = await store.events_by_id_prefix(first, limit=100)
+        assert {e.id for e in found} == expected
+        assert all(by_id[e.id] == e for e in found)
+        assert len(await store.events_by_id_prefix(first, limit=1)) == 1
+    assert len(await store.events_by_id_prefix(b"", limit=100)) == 50
+    assert len(await store.events_by_id_prefix(b"")) == 2  # default limit: enough to see ambiguity
+    missing = next(bytes([b]) for b in range(256) if all(i[0] != b for i in by_id))
+    assert await store.events_by_id_prefix(missing) == []
+    # prefixes ending in 0xff have no simple upper bound
+    for event in events:
+        assert await store.events_by_id_prefix(event.id[:1] + b"\xff", limit=100) == [
+            e for e in events if e.id.startswith(event.id[:1] + b"\xff")
+        ]
+
+
+async def test_erase_keeps_the_header(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(4)
+    await store.append(events)
+    assert await store.erase(events[1].id) is True
+    assert await store.erase(events[1].id) is True  # already erased: still known
+    assert await store.erase(b"\x00" * 32) is False
+    erased = await store.event_at(club.log(), 2)
+    assert erased is not None
+    assert erased.erased
+    assert (erased.id, erased.header, erased.signed) == (
+        events[1].id,
+        events[1].header,
+        events[1].signed,
+    )
+    assert await store.count_events() == 4
+    held = await all_events(store, club.log())
+    assert [e.payload for e in held] == [events[0].payload, None, *(e.payload for e in events[2:])]
+    # the chain still verifies, signatures and all
+    run = [(e.signed, e.payload) for e in held]
+    verified, error = verify_run(club.log(), None, run, club.authorized, every_signature=True)
+    assert error is None
+    assert verified == held
+    # and the log still grows
+    await store.append(club.chain(1, after=Head(4, events[-1].id)))
+    assert await store.count_events() == 5
+
+
+async def test_count_events(store: Store, club: Club, other_club: Club) -> None:
+    assert await store.count_events() == 0
+    await add_club(store, club)
+    await add_club(store, other_club)
+    await store.append(club.chain(3))
+    await store.append(other_club.chain(4, audience="private"))
+    assert await store.count_events() == 7
+
+
+# --- projections and meta -----------------------------------------------------------
+
+
+async def test_projection_save_replace_and_positions(store: Store) -> None:
+    assert await store.projection_positions() == {}
+    assert await store.projection_items("campaigns") == {}
+    log_a, log_b = b"a" * 32, b"b" * 32
+    await store.save_projection(
+        ProjectionUpdate(
+            {("campaigns", "b"): b"2", ("campaigns", "a"): b"1", ("feed", "x"): b"9"},
+            {log_a: 3},
+        )
+    )
+    assert await store.projection_items("campaigns") == {"a": b"1", "b": b"2"}
+    assert list(await store.projection_items("campaigns")) == ["a", "b"]
+    assert await store.projection_items("feed") == {"x": b"9"}
+    assert await store.projection_get("campaigns", ["a", "zz"]) == {"a": b"1"}
+    assert await store.projection_positions() == {log_a: 3}
+
+    await store.save_projection(
+        ProjectionUpdate({("campaigns", "a"): None, ("campaigns", "c"): b"3"}, {log_b: 1, log_a: 5})
+    )
+    assert await store.projection_items("campaigns") == {"b": b"2", "c": b"3"}
+    assert await store.projection_positions() == {log_a: 5, log_b: 1}
+
+    await store.save_projection(
+        ProjectionUpdate({("campaigns", "d"): b"4"}, {log_b: 2}), replace=True
+    )
+    assert await store.projection_items("campaigns") == {"d": b"4"}
+    assert await store.projection_items("feed") == {}
+    assert await store.projection_positions() == {log_b: 2}
+
+
+async def test_meta(store: Store) -> None:
+    assert await store.get_meta("restored") is None
+    await store.set_meta("restored", b"1")
+    await store.set_meta("other", b"")
+    await store.set_meta("restored", b"0")
+    assert await store.get_meta("restored") == b"0"
+    assert await store.get_meta("other") == b""
+
+
+# --- persistence --------------------------------------------------------------------
+
+
+async def test_reopen_sees_everything(open_store: Opener, club: Club) -> None:
+    """Close and open again: the SQLite store keeps it all (the memory store trivially)."""
+    store = await open_store()
+    await add_club(store, club)
+    events = club.chain(5)
+    public = club.chain(2, audience="public")
+    await store.append(events + public)
+    await store.erase(events[2].id)
+    fork = fork_of(club, public[0])
+    await store.record_fork(fork)
+    await store.save_projection(ProjectionUpdate({("p", "k"): b"v"}, {club.log(): 5}))
+    await store.set_meta("key", b"value")
+    before = (await store.clubs(), await store.logs(), await all_events(store, club.log()))
+    if isinstance(store, SqliteStore):
+        await store.aclose()
+        store = await open_store()
+    try:
+        assert (await store.clubs(), await store.logs()) == before[:2]
+        assert await all_events(store, club.log()) == before[2]
+        assert await all_events(store, club.log("public")) == public
+        held = await store.event_at(club.log(), 3)
+        assert held is not None
+        assert held.erased
+        assert await store.forks() == [fork]
+        assert await store.projection_items("p") == {"k": b"v"}
+        assert await store.projection_positions() == {club.log(): 5}
+        assert await store.get_meta("key") == b"value"
+        assert await store.count_events() == 7
+        with pytest.raises(InvalidEventError, match="frozen"):
+            await store.append(club.chain(1, audience="public", after=Head(2, public[1].id)))
+        await store.append(club.chain(1, after=Head(5, events[-1].id)))
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_store_must_exist_unless_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store at"):
+        await SqliteStore.open(tmp_path / "missing.sqlite")
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a readable SQLite database"):
+        await SqliteStore.open(tmp_path / "junk.sqlite")
