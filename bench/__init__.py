@@ -1,0 +1,4 @@
+"""Benchmarks of the local write and verify paths, and their report (bench/RESULTS.md).
+
+`python -m bench` runs them all; each prints one JSON line to stdout.
+"""
