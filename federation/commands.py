@@ -143,7 +143,7 @@ def add_post_arguments(c: argparse.ArgumentParser) -> None:
 
 
 async def cmd_post(args: argparse.Namespace) -> Output:
-    kind = kind_from_name(args.kind)
+    kind = kind_from_name(args.kind, postable=True)
     allowed = {name for name, _, _ in _POST_FIELDS[kind.name.lower()]}
     given = {
         name: getattr(args, name)
@@ -332,7 +332,16 @@ async def cmd_export(args: argparse.Namespace) -> Output:
         total = sum(r.head.seq for r in logs if r.head)
         with _progress(total, "export") as advance:
             if args.output and args.output != "-":
-                with open(args.output, "xb") as out:
+                try:
+                    out = open(args.output, "xb")  # noqa: SIM115 - closed below
+                except FileExistsError:
+                    raise UsageError(
+                        f"{args.output} already exists and export never overwrites; "
+                        "choose another --output"
+                    ) from None
+                except OSError as exc:
+                    raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+                with out:
                     count = await archive.export(node.store, out, logs, advance)
             else:
                 count = await archive.export(node.store, sys.stdout.buffer, logs, advance)

@@ -130,8 +130,14 @@ async def init_node(
 ) -> bytes:
     """Create a node directory for a new club; returns the club id. Never overwrites."""
     paths = NodePaths(root)
-    if paths.config.exists() or (root / "store.sqlite").exists():
-        raise UsageError(f"{root} already holds a node; choose another directory")
+    # Every file init writes: finding any (even from an unfinished init) means stop, since
+    # the key files are created exclusively and must never be overwritten.
+    writes = (paths.config, root / "store.sqlite", root / "club.key", paths.recovery_key)
+    found = [p for p in (*writes, paths.tls_key, paths.tls_cert) if p.exists()]
+    if found:
+        raise UsageError(
+            f"{root} already holds a node ({found[0].name} exists); choose another directory"
+        )
     if passphrase is not None and len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise UsageError(f"the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters")
     now = clock()

@@ -28,7 +28,8 @@ EVENT_TAG = b"federation/event"
 CLUB_TAG = b"federation/club\x00"
 LOG_TAG = b"federation/log\x00\x00"
 REQUEST_TAG = b"federation/reqst"
-assert all(len(t) == 16 for t in (EVENT_TAG, CLUB_TAG, LOG_TAG, REQUEST_TAG))
+INVITE_TAG = b"federation/invit"
+assert all(len(t) == 16 for t in (EVENT_TAG, CLUB_TAG, LOG_TAG, REQUEST_TAG, INVITE_TAG))
 
 # A payload larger than this is refused before it is hashed or stored: a monthly
 # report or a campaign text is a few KiB; 64 KiB bounds the memory of one batch.
@@ -50,6 +51,9 @@ class Kind(IntEnum):
     ACTION = 2
     REPORT = 3
     CAMPAIGN = 4
+    # A change to the club's federation roster (protocol.md §3.2, §5.4); only counts
+    # in the club's log named "roster" with audience "federation".
+    ROSTER = 5
 
 
 # --- event header (protocol.md §3.1) -------------------------------------------------
@@ -260,3 +264,102 @@ def decode_log(data: bytes) -> LogDescriptor:
 def log_id(descriptor: bytes) -> bytes:
     """A log id is the hash of its descriptor: it commits to the log's one audience."""
     return sha256(descriptor)
+
+
+# --- request tokens (protocol.md §5.2) ------------------------------------------------
+
+_REQUEST = struct.Struct(">16sB32s32sq16s32s32s")
+MAX_REQUEST_TARGET_BYTES = 2048
+REQUEST_NONCE_BYTES = 16
+
+
+class RequestToken(msgspec.Struct, frozen=True):
+    """What a node signs to authenticate one HTTP request to one peer.
+
+    It binds the sender, the recipient, the time, a random nonce, the body's sha256,
+    the signing key, the method and the exact target (path and query), so it cannot
+    be replayed to another peer, path or body, or later than the clock window.
+    """
+
+    sender: bytes
+    recipient: bytes
+    time_us: int
+    nonce: bytes
+    body_hash: bytes
+    key: bytes
+    method: str
+    target: str
+
+
+def encode_request(t: RequestToken) -> bytes:
+    """The bytes a request signature covers."""
+    method, target = t.method.encode(), t.target.encode()
+    if not 0 < len(method) <= 16 or not 0 < len(target) <= MAX_REQUEST_TARGET_BYTES:
+        raise InvalidEventError("request method or target out of range")
+    _check_sizes(
+        "request", sender=t.sender, recipient=t.recipient, body_hash=t.body_hash, key=t.key
+    )
+    if len(t.nonce) != REQUEST_NONCE_BYTES:
+        raise InvalidEventError(f"request nonce must be {REQUEST_NONCE_BYTES} bytes")
+    try:
+        fixed = _REQUEST.pack(
+            REQUEST_TAG,
+            VERSION,
+            t.sender,
+            t.recipient,
+            t.time_us,
+            t.nonce,
+            t.body_hash,
+            t.key,
+        )
+    except struct.error as exc:
+        raise InvalidEventError(f"request field out of range: {exc}") from None
+    return fixed + bytes([len(method)]) + method + struct.pack(">H", len(target)) + target
+
+
+def decode_request(data: bytes) -> tuple[RequestToken, bytes, bytes]:
+    """Split a token into (fields, signed bytes, signature); raises on any malformation."""
+    fixed = _REQUEST.size
+    if len(data) < fixed + 1 + 2 + SIGNATURE_BYTES:
+        raise InvalidEventError("request token too short")
+    tag, version, sender, recipient, time_us, nonce, body_hash, key = _REQUEST.unpack_from(data)
+    if tag != REQUEST_TAG or version != VERSION:
+        raise InvalidEventError("not a request token: wrong tag or version")
+    m = data[fixed]
+    (n,) = struct.unpack_from(">H", data, fixed + 1 + m)
+    end = fixed + 1 + m + 2 + n
+    if len(data) != end + SIGNATURE_BYTES:
+        raise InvalidEventError("request token length does not match its fields")
+    try:
+        method = data[fixed + 1 : fixed + 1 + m].decode("ascii")
+        target = data[fixed + 3 + m : end].decode()
+    except UnicodeDecodeError:
+        raise InvalidEventError("request token method or target is not text") from None
+    token = RequestToken(sender, recipient, time_us, nonce, body_hash, key, method, target)
+    return token, data[:end], data[end:]
+
+
+# --- invites (protocol.md §5.1) --------------------------------------------------------
+
+MAX_INVITE_URL_BYTES = 512
+
+
+def encode_invite(club: bytes, name: str, url: str, fingerprint: bytes) -> bytes:
+    """The bytes an invite's signature covers: who, where, and which certificate."""
+    _check_sizes("invite", club=club)
+    name_b, url_b = name.encode(), url.encode()
+    if len(name_b) > 255 or len(url_b) > MAX_INVITE_URL_BYTES or len(fingerprint) not in (0, 32):
+        raise InvalidEventError("invite name, url or fingerprint out of range")
+    return b"".join(
+        (
+            INVITE_TAG,
+            bytes([VERSION]),
+            club,
+            bytes([len(name_b)]),
+            name_b,
+            struct.pack(">H", len(url_b)),
+            url_b,
+            bytes([len(fingerprint)]),
+            fingerprint,
+        )
+    )

@@ -81,7 +81,10 @@ def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
         message = str(exc)
         field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
         raise ConfigError(f"{path}: {message}; fix that field", path=path, field=field) from None
-    host, _ = parse_listen(config.node.listen)
+    try:
+        host, _ = parse_listen(config.node.listen)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}", path=path, field=exc.field) from None
     if config.node.plain_http and not is_loopback(host):
         raise ConfigError(
             f"{path}: node.plain_http is allowed only when node.listen is a loopback "

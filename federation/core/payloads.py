@@ -56,13 +56,22 @@ class Campaign(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     text: str | None = None
 
 
-Payload = Note | Action | Report | Campaign
+class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The club now federates (or no longer federates) with `club` (64 hex digits)."""
+
+    op: Literal["added", "removed"]
+    club: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    name: str = ""
+
+
+Payload = Note | Action | Report | Campaign | Roster
 
 PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
     Kind.NOTE: Note,
     Kind.ACTION: Action,
     Kind.REPORT: Report,
     Kind.CAMPAIGN: Campaign,
+    Kind.ROSTER: Roster,
 }
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 
@@ -79,11 +88,16 @@ def _relaxed(t: type[Payload]) -> type[msgspec.Struct]:
 _lenient = {k: msgspec.json.Decoder(_relaxed(t)) for k, t in PAYLOAD_TYPES.items()}
 
 
-def kind_from_name(name: str) -> Kind:
-    try:
-        return KIND_NAMES[name.lower()]
-    except KeyError:
-        raise UsageError(f"unknown kind {name!r}; use one of: {', '.join(KIND_NAMES)}") from None
+# Roster events are written by `federation peers add/remove`, never posted by hand.
+POSTABLE_KINDS = (Kind.NOTE, Kind.ACTION, Kind.REPORT, Kind.CAMPAIGN)
+
+
+def kind_from_name(name: str, *, postable: bool = False) -> Kind:
+    kind = KIND_NAMES.get(name.lower())
+    if kind is None or (postable and kind not in POSTABLE_KINDS):
+        names = [k.name.lower() for k in (POSTABLE_KINDS if postable else Kind)]
+        raise UsageError(f"unknown kind {name!r}; use one of: {', '.join(names)}")
+    return kind
 
 
 def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:
@@ -91,7 +105,9 @@ def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:
     try:
         value = msgspec.convert(fields, PAYLOAD_TYPES[kind], strict=False)
     except msgspec.ValidationError as exc:
-        raise UsageError(f"invalid {kind.name.lower()} payload: {exc}") from None
+        raise UsageError(
+            f"invalid {kind.name.lower()} payload: {exc}; fix that option and post again"
+        ) from None
     if isinstance(value, Action) and (value.starts.tzinfo is None):
         raise UsageError("action times need a time zone, e.g. 2026-12-01T18:00+00:00")
     return _encoder.encode(value)
@@ -122,7 +138,9 @@ def summary(kind: int, payload: bytes | None) -> str:
         line = f"{f['what']} @ {f['where'] or '?'} on {f['starts']}"
     elif k is Kind.REPORT:
         line = f"{f['member']} {f['period']}: {f['text']}"
-    else:
+    elif k is Kind.CAMPAIGN:
         line = f"{f['campaign']} {f['op']}: {f['title'] or f['text'] or ''}"
+    else:
+        line = f"{f['op']} club {str(f['club'])[:12]} {f['name']}"
     text = re.sub(r"\s+", " ", str(line)).strip()
     return text if len(text) <= 100 else text[:99] + "…"

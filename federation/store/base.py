@@ -55,6 +55,31 @@ class ForkRecord(msgspec.Struct, frozen=True):
     detected_us: int
 
 
+class PeerStatus(msgspec.Struct, frozen=True):
+    """What the last sync rounds with a peer did (DESIGN principle 12)."""
+
+    last_contact_us: int = 0  # last time the peer answered at all
+    last_sync_us: int = 0  # last complete round
+    logs: int = 0  # heads exchanged: logs in the peer's last frontier for us
+    behind: int = 0  # events the peer holds for us that we do not (at the last round)
+    received: int = 0  # events received from the peer, in total
+    last_error: str = ""
+    last_error_us: int = 0
+    known: bytes | None = None  # digest of the peer's frontier after our last complete round
+
+
+class PeerRecord(msgspec.Struct, frozen=True):
+    """A club this node federates with: added from its invite."""
+
+    club: bytes
+    name: str
+    url: str
+    fingerprint: bytes  # sha256 of the peer's TLS certificate; empty for plain HTTP
+    state: str  # "active" or "paused"
+    added_us: int
+    status: PeerStatus = PeerStatus()
+
+
 class ProjectionUpdate(msgspec.Struct, frozen=True):
     """New projection rows (None deletes) and the read positions they reach, together."""
 
@@ -92,6 +117,12 @@ class Store(Protocol):
     async def projection_items(self, name: str) -> dict[str, bytes]: ...
     async def projection_get(self, name: str, keys: Sequence[str]) -> dict[str, bytes]: ...
     async def save_projection(self, update: ProjectionUpdate, *, replace: bool = False) -> None: ...
+
+    # peers
+    async def put_peer(self, peer: PeerRecord) -> None: ...
+    async def peers(self) -> list[PeerRecord]: ...
+    async def remove_peer(self, club: bytes) -> bool: ...
+    async def set_peer_status(self, club: bytes, status: PeerStatus) -> None: ...
 
     # small named values (node settings that the node itself changes)
     async def get_meta(self, key: str) -> bytes | None: ...

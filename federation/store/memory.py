@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from federation.core import canonical
 from federation.core.events import Head, VerifiedEvent
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
-from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate, RawEvent
+from federation.store.base import (
+    ForkRecord,
+    LogRecord,
+    PeerRecord,
+    PeerStatus,
+    ProjectionUpdate,
+    RawEvent,
+)
 
 
 class MemoryStore:
@@ -22,6 +31,7 @@ class MemoryStore:
         self._positions: dict[bytes, int] = {}
         self._items: dict[tuple[str, str], bytes] = {}
         self._meta: dict[str, bytes] = {}
+        self._peers: dict[bytes, PeerRecord] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -141,6 +151,22 @@ class MemoryStore:
             else:
                 self._items[key] = value
         self._positions.update(update.positions)
+
+    async def put_peer(self, peer: PeerRecord) -> None:
+        self._check_open()
+        self._peers[peer.club] = peer
+
+    async def peers(self) -> list[PeerRecord]:
+        return sorted(self._peers.values(), key=lambda p: p.added_us)
+
+    async def remove_peer(self, club: bytes) -> bool:
+        self._check_open()
+        return self._peers.pop(club, None) is not None
+
+    async def set_peer_status(self, club: bytes, status: PeerStatus) -> None:
+        self._check_open()
+        if club in self._peers:
+            self._peers[club] = msgspec.structs.replace(self._peers[club], status=status)
 
     async def get_meta(self, key: str) -> bytes | None:
         return self._meta.get(key)

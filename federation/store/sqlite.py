@@ -13,12 +13,20 @@ from pathlib import Path
 from types import TracebackType
 
 import aiosqlite
+import msgspec
 
 from federation.core import canonical
 from federation.core.events import Head, VerifiedEvent
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
-from federation.store.base import ForkRecord, LogRecord, ProjectionUpdate, RawEvent
+from federation.store.base import (
+    ForkRecord,
+    LogRecord,
+    PeerRecord,
+    PeerStatus,
+    ProjectionUpdate,
+    RawEvent,
+)
 
 # Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
 SEQ_BITS = 40
@@ -60,8 +68,22 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE projection_position (log BLOB PRIMARY KEY, seq INTEGER NOT NULL);
     """,
+    # 2: peers, with their sync status as one msgpack value (it grows with the product)
+    """
+    CREATE TABLE peer (
+        club BLOB PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        state TEXT NOT NULL,
+        added_us INTEGER NOT NULL,
+        status BLOB NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+_status_encoder = msgspec.msgpack.Encoder()
+_status_decoder = msgspec.msgpack.Decoder(PeerStatus)
 
 
 def _row_event(signed: bytes, eid: bytes, payload: bytes | None) -> VerifiedEvent:
@@ -364,6 +386,42 @@ class SqliteStore:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+
+    # --- peers ----------------------------------------------------------------------
+
+    async def put_peer(self, peer: PeerRecord) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO peer (club, name, url, fingerprint, state, added_us, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                peer.club,
+                peer.name,
+                peer.url,
+                peer.fingerprint,
+                peer.state,
+                peer.added_us,
+                _status_encoder.encode(peer.status),
+            ),
+        )
+
+    async def peers(self) -> list[PeerRecord]:
+        rows = await self._db.execute_fetchall(
+            "SELECT club, name, url, fingerprint, state, added_us, status FROM peer "
+            "ORDER BY added_us"
+        )
+        return [
+            PeerRecord(bytes(c), n, u, bytes(f), s, a, _status_decoder.decode(st))
+            for c, n, u, f, s, a, st in rows
+        ]
+
+    async def remove_peer(self, club: bytes) -> bool:
+        cursor = await self._db.execute("DELETE FROM peer WHERE club = ?", (club,))
+        return bool(cursor.rowcount)
+
+    async def set_peer_status(self, club: bytes, status: PeerStatus) -> None:
+        await self._db.execute(
+            "UPDATE peer SET status = ? WHERE club = ?", (_status_encoder.encode(status), club)
+        )
 
     # --- meta -----------------------------------------------------------------------
 

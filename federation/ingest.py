@@ -1,0 +1,156 @@
+"""Ingest: verify received clubs, logs and event runs and store them (protocol.md §4, §6.3).
+
+Used by sync and by import. A run is verified against the log's head with the bulk
+shortcut of §4.4, then appended; events at seqs we already hold are compared: the
+same bytes are skipped (idempotence), different validly signed bytes are a fork,
+kept as evidence, and the log is frozen. Appends are batched into large
+transactions, and the next batch is verified while the last one commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from federation.core import canonical
+from federation.core.canonical import Genesis
+from federation.core.events import Head, VerifiedEvent, verify_event, verify_run
+from federation.core.log import fork_between
+from federation.errors import FederationError, ForkError, InvalidEventError
+from federation.store.base import ForkRecord, Store
+
+# Events per transaction: one durable commit (an fsync) per this many events keeps
+# the commit cost small per event, while a crash loses at most this much re-fetchable
+# work (nothing acknowledged: a peer's events are re-sent on the next round).
+COMMIT_EVENTS = 20_000
+
+Clock = Callable[[], int]
+
+
+class Ingest:
+    def __init__(
+        self,
+        store: Store,
+        genesis: dict[bytes, Genesis],
+        clock: Clock,
+        *,
+        allow_private: bool = False,
+    ) -> None:
+        """`allow_private`: take private logs (an import of our own backup), never from a peer."""
+        self.store = store
+        self.allow_private = allow_private
+        self.genesis = genesis
+        self.clock = clock
+        self.heads: dict[bytes, Head | None] = {}
+        self.frozen: set[bytes] = set()
+        self.added = 0
+        self.already = 0
+        self.forks: list[ForkError] = []
+        self._pending: list[VerifiedEvent] = []
+        self._commit: asyncio.Task[None] | None = None
+
+    def authorized(self, club: bytes, key: bytes) -> bool:
+        g = self.genesis.get(club)
+        return g is not None and g.key == key
+
+    async def club(self, club: bytes, genesis: bytes) -> None:
+        g = canonical.decode_genesis(genesis)
+        if canonical.club_id(genesis) != club:
+            raise InvalidEventError("club id is not the hash of its genesis", club=club)
+        if club not in self.genesis:
+            await self.store.put_club(club, genesis)
+            self.genesis[club] = g
+
+    async def log(self, log: bytes, descriptor: bytes) -> None:
+        d = canonical.decode_log(descriptor)
+        if canonical.log_id(descriptor) != log:
+            raise InvalidEventError("log id is not the hash of its descriptor", log=log)
+        if d.club not in self.genesis:
+            raise InvalidEventError("log of a club whose genesis was not given", log=log)
+        if d.audience.kind == "private" and not self.allow_private:
+            raise InvalidEventError("a private log never leaves its node", log=log)
+        await self.store.put_log(log, descriptor)
+
+    async def _head(self, log: bytes) -> Head | None:
+        if log not in self.heads:
+            record = await self.store.log(log)
+            if record is None:
+                raise InvalidEventError("events of a log whose descriptor was not given", log=log)
+            if record.frozen:
+                self.frozen.add(log)
+            self.heads[log] = record.head
+        return self.heads[log]
+
+    async def run(
+        self, log: bytes, events: Sequence[tuple[bytes, bytes | None]]
+    ) -> tuple[int, FederationError | None]:
+        """Verify a run of one log and queue its valid prefix.
+
+        Returns how many of the events were taken (queued or already held) and the
+        error that stopped the rest, if any.
+        """
+        head = await self._head(log)
+        if log in self.frozen:
+            return 0, InvalidEventError("log is frozen after a fork; not taking more", log=log)
+        start = 0
+        while start < len(events) and head is not None:
+            signed, payload = events[start]
+            try:
+                seq = canonical.decode_header(signed).seq
+            except InvalidEventError:
+                break  # verify_run reports it with its place
+            if not 0 < seq <= head.seq:
+                break
+            problem = await self._held(log, seq, signed, payload)
+            if problem is not None:
+                return start, problem
+            start += 1
+        verified, error = verify_run(log, head, events[start:], self.authorized)
+        if verified:
+            self.heads[log] = Head(verified[-1].header.seq, verified[-1].id)
+            self._pending.extend(verified)
+            if len(self._pending) >= COMMIT_EVENTS:
+                await self.flush(wait=False)
+        return start + len(verified), error
+
+    async def _held(
+        self, log: bytes, seq: int, signed: bytes, payload: bytes | None
+    ) -> FederationError | None:
+        """An event at a seq we hold: the same one (skip) or a fork (keep the proof)."""
+        await self.flush()
+        held = await self.store.event_at(log, seq)
+        if held is None:
+            return InvalidEventError("held event missing from the store", log=log, seq=seq)
+        if held.signed == signed:
+            self.already += 1
+            return None
+        try:  # a fork counts only if the other event is validly signed
+            theirs = verify_event(signed, payload, self.authorized)
+        except InvalidEventError as exc:
+            return exc
+        fork = fork_between(held.signed, theirs)
+        assert fork is not None
+        await self.store.record_fork(
+            ForkRecord(theirs.header.club, log, seq, held.signed, signed, self.clock())
+        )
+        self.frozen.add(log)
+        self.forks.append(fork)
+        return fork
+
+    async def flush(self, *, wait: bool = True) -> None:
+        """Commit what is queued. With wait=False the commit runs while the caller
+        goes on verifying; the next flush waits for it first, so commits stay in order."""
+        if self._commit is not None:
+            task, self._commit = self._commit, None
+            await task
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.added += len(batch)
+            self._commit = asyncio.ensure_future(self.store.append(batch))
+        if wait and self._commit is not None:
+            task, self._commit = self._commit, None
+            await task
+
+    async def aclose(self) -> None:
+        """Commit everything queued (call on success and on error alike)."""
+        await self.flush()
