@@ -1,0 +1,522 @@
+"""Every example in protocol.md decodes and verifies (HOUSE_STYLE, Tests).
+
+The ```vector blocks of protocol.md are parsed strictly (tests.protocol_vectors),
+then each is checked two ways: recomputed from its own inputs (seeds, fields) with
+hashlib and the layout tables of the document, and decoded and verified with
+federation.core. A malformed block, a missing vector type or a value that does not
+recompute fails the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import struct
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from federation.core import canonical
+from federation.core.canonical import Genesis, Header, Kind, LogDescriptor
+from federation.core.crypto import SigningKey, derive_key, open_sealed
+from federation.core.events import Head, KeyCheck, verify_event, verify_run
+from federation.core.log import fork_between, format_audience, parse_audience
+from federation.core.payloads import PAYLOAD_TYPES
+from federation.errors import ForkError, InvalidEventError
+from federation.keyfile import open_key, seal_key
+from tests.protocol_vectors import (
+    REQUIRED,
+    Block,
+    VectorFormatError,
+    build,
+    check_hex,
+    parse_blocks,
+    rewrite,
+)
+
+DOC = Path(__file__).resolve().parent.parent / "protocol.md"
+
+# Byte fields of each vector type and their sizes (None: any length).
+HEX_FIELDS: dict[str, dict[str, int | None]] = {
+    "genesis": {
+        "secret": 32,
+        "key": 32,
+        "recovery_key": 32,
+        "recovery": 32,
+        "genesis": canonical.GENESIS_BYTES,
+        "club": 32,
+    },
+    "log": {"club": 32, "descriptor": None, "log": 32},
+    "event": {
+        "club": 32,
+        "log": 32,
+        "prev": 32,
+        "payload_hash": 32,
+        "key": 32,
+        "header": canonical.HEADER_BYTES,
+        "signature": canonical.SIGNATURE_BYTES,
+        "signed_header": canonical.SIGNED_HEADER_BYTES,
+        "id": 32,
+        "payload": None,
+    },
+    "fork": {
+        "club": 32,
+        "log": 32,
+        "ours": canonical.SIGNED_HEADER_BYTES,
+        "ours_id": 32,
+        "theirs": canonical.SIGNED_HEADER_BYTES,
+        "theirs_id": 32,
+        "theirs_payload": None,
+    },
+    "keyfile": {"club": 32, "secret": 32, "salt": 16, "nonce": 12, "ciphertext": 48},
+}
+INT_FIELDS: dict[str, tuple[str, ...]] = {
+    "genesis": ("time_us",),
+    "log": ("audience_code",),
+    "event": ("seq", "time_us", "kind", "payload_size"),
+    "fork": ("seq",),
+    "keyfile": ("n", "r", "p"),
+}
+
+
+def load(text: str) -> list[Block]:
+    """The vector blocks of a document; fails if there are none or one is malformed."""
+    found = [block for _, block in parse_blocks(text)]
+    if not found:
+        raise VectorFormatError("no ```vector blocks found")
+    labels = [b.label for b in found]
+    if len(set(labels)) != len(labels):
+        raise VectorFormatError(f"vector labels repeat: {sorted(labels)}")
+    for block in found:
+        for key, size in HEX_FIELDS[block.type].items():
+            if block.has(key):
+                check_hex(block, key, size)
+        for key in INT_FIELDS[block.type]:
+            if block.has(key) and not re.fullmatch(r"-?[0-9]+", block.get(key)):
+                raise VectorFormatError(f"vector {block.label!r}: {key} is not an integer")
+    return found
+
+
+@pytest.fixture(scope="module")
+def blocks() -> list[Block]:
+    return load(DOC.read_text(encoding="utf-8"))
+
+
+def of_type(blocks: list[Block], kind: str) -> list[Block]:
+    found = [b for b in blocks if b.type == kind]
+    assert found, f"protocol.md has no vector {kind}"
+    return found
+
+
+def authorised(blocks: list[Block]) -> KeyCheck:
+    """Version 1 (protocol.md §2.2): the genesis key, and only it, signs for a club."""
+    keys = {b.hex("club"): b.hex("key") for b in of_type(blocks, "genesis")}
+
+    def check(club: bytes, key: bytes) -> bool:
+        return keys.get(club) == key
+
+    return check
+
+
+# --- the parser is strict ------------------------------------------------------------
+
+H32 = "ab" * 32
+GOOD = f"```vector log\nlabel: x\nclub: {H32}\nname: n\naudience: public\naudience_code: 2\n"
+GOOD += f"descriptor: ab\nlog: {H32}\n```\n"
+
+
+def test_parser_accepts_a_good_block() -> None:
+    (block,) = [b for _, b in parse_blocks("text\n\n" + GOOD)]
+    assert block.type == "log"
+    assert block.get("audience") == "public"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("no vectors here\n```python\nx = 1\n```\n", "no ```vector blocks"),
+        (GOOD.replace("vector log", "vector logs"), "not 'vector <type>'"),
+        (GOOD.replace("vector log", "vectors log"), "not 'vector <type>'"),
+        (GOOD.replace("name: n\n", "name n\n"), "expected 'key: value'"),
+        (GOOD.replace("name: n\n", "name: n\n\n"), "blank line"),
+        (GOOD.replace("name: n\n", "name: n\nname: m\n"), "appears twice"),
+        (GOOD.replace("name: n\n", "name: n\ncolour: red\n"), "unknown key"),
+        (GOOD.replace("name: n\n", ""), "lacks ['name']"),
+        (GOOD.replace("\n```\n", "\n"), "never closed"),
+        (GOOD.replace(f"log: {H32}", f"log: {H32.upper()}"), "not lowercase hex"),
+        (GOOD.replace(f"club: {H32}", f"club: {H32}a"), "not lowercase hex"),
+        (GOOD.replace(f"club: {H32}", "club: abab"), "2 bytes, expected 32"),
+        (GOOD.replace("audience_code: 2", "audience_code: two"), "not an integer"),
+        (GOOD + GOOD, "labels repeat"),
+    ],
+)
+def test_parser_rejects(text: str, why: str) -> None:
+    with pytest.raises(VectorFormatError, match=re.escape(why)):
+        load(text)
+
+
+def test_hex_sizes_are_checked() -> None:
+    block = Block("log", (("label", "x"), ("log", "aa")))
+    with pytest.raises(VectorFormatError, match="1 bytes, expected 32"):
+        check_hex(block, "log", 32)
+
+
+# --- the document ----------------------------------------------------------------------
+
+
+def test_every_vector_type_is_shown(blocks: list[Block]) -> None:
+    assert {b.type for b in blocks} == set(REQUIRED)
+    audiences = {b.get("audience").split(":")[0] for b in of_type(blocks, "log")}
+    assert audiences == {"private", "federation", "public", "clubs"}
+    kinds = {b.get("kind_name") for b in of_type(blocks, "event")}
+    assert {"note", "action"} <= kinds
+    assert {b.get("kdf") for b in of_type(blocks, "keyfile")} == {"scrypt", "none"}
+
+
+def test_document_matches_the_generator(blocks: list[Block]) -> None:
+    # The doc is regenerated with `python -m tests.protocol_vectors --write protocol.md`.
+    built = {b.label: b for b in build()}
+    assert {b.label for b in blocks} == set(built)
+    for block in blocks:
+        assert block == built[block.label], f"vector {block.label!r} is out of date"
+    text = DOC.read_text(encoding="utf-8")
+    assert rewrite(text, build()) == text
+
+
+def test_sync_sections_marker() -> None:
+    assert "<!-- sync sections follow -->" in DOC.read_text(encoding="utf-8")
+
+
+def test_genesis(blocks: list[Block]) -> None:
+    for b in of_type(blocks, "genesis"):
+        secret = b.hex("secret")
+        assert secret == hashlib.sha256(b.get("seed").encode()).digest()
+        key = SigningKey(secret).public
+        assert key == b.hex("key")
+        if b.has("recovery_seed"):
+            recovery_key = SigningKey(hashlib.sha256(b.get("recovery_seed").encode()).digest())
+            assert recovery_key.public == b.hex("recovery_key")
+            assert b.hex("recovery") == hashlib.sha256(recovery_key.public).digest()
+        else:
+            assert not b.has("recovery_key")
+            assert b.hex("recovery") == bytes(32)
+        genesis = b.hex("genesis")
+        assert canonical.decode_genesis(genesis) == Genesis(
+            key, b.hex("recovery"), b.int("time_us")
+        )
+        assert canonical.encode_genesis(canonical.decode_genesis(genesis)) == genesis
+        assert b.hex("club") == hashlib.sha256(genesis).digest() == canonical.club_id(genesis)
+
+
+def test_keyfile(blocks: list[Block]) -> None:
+    keys = {b.hex("club"): b.hex("key") for b in of_type(blocks, "genesis")}
+    for b in of_type(blocks, "keyfile"):
+        club = b.hex("club")
+        file = json.loads(b.get("json"))
+        assert file["version"] == 1
+        assert file["club"] == b.get("club")
+        assert file["kdf"] == b.get("kdf")
+        if b.get("kdf") == "none":
+            assert set(file) == {"version", "club", "kdf", "secret"}
+            secret = bytes.fromhex(file["secret"])
+        else:
+            assert b.get("kdf") == "scrypt"
+            assert set(file) == {"version", "club", "kdf", "n", "r", "p"} | {
+                "salt",
+                "nonce",
+                "ciphertext",
+            }
+            for field in ("n", "r", "p"):
+                assert file[field] == b.int(field)
+            for field in ("salt", "nonce", "ciphertext"):
+                assert file[field] == b.get(field)
+            assert (file["n"], file["r"], file["p"]) == (2**15, 8, 1)
+            kek = derive_key(
+                b.get("passphrase").encode(),
+                b.hex("salt"),
+                n=b.int("n"),
+                r=b.int("r"),
+                p=b.int("p"),
+            )
+            opened = open_sealed(kek, b.hex("nonce"), b.hex("ciphertext"), club)
+            assert opened is not None, "the key file does not open with its passphrase"
+            secret = opened
+            # The club id is the associated data: any other club id fails to open it.
+            assert open_sealed(kek, b.hex("nonce"), b.hex("ciphertext"), bytes(32)) is None
+        assert secret == b.hex("secret")
+        assert SigningKey(secret).public == keys[club], "the secret is not the club's key"
+
+
+def test_log(blocks: list[Block]) -> None:
+    clubs = {b.hex("club") for b in of_type(blocks, "genesis")}
+    for b in of_type(blocks, "log"):
+        descriptor = b.hex("descriptor")
+        decoded = canonical.decode_log(descriptor)
+        audience = parse_audience(b.get("audience"))
+        assert decoded == LogDescriptor(b.hex("club"), b.get("name"), audience)
+        assert format_audience(decoded.audience) == b.get("audience")
+        assert canonical.encode_log(decoded) == descriptor
+        assert b.hex("club") in clubs
+        assert all(c in clubs for c in audience.clubs)
+        # The layout of protocol.md §3.3, recomputed by hand.
+        name = b.get("name").encode()
+        assert descriptor == b"".join(
+            (
+                b"federation/log\x00\x00",
+                b"\x01",
+                b.hex("club"),
+                bytes([len(name)]),
+                name,
+                bytes([b.int("audience_code")]),
+                len(audience.clubs).to_bytes(2, "big"),
+                *audience.clubs,
+            )
+        )
+        assert b.hex("log") == hashlib.sha256(descriptor).digest() == canonical.log_id(descriptor)
+
+
+def test_event(blocks: list[Block]) -> None:
+    check = authorised(blocks)
+    logs = {b.hex("log"): b.hex("club") for b in of_type(blocks, "log")}
+    for b in of_type(blocks, "event"):
+        signed = b.hex("signed_header")
+        assert signed == b.hex("header") + b.hex("signature")
+        payload = b.hex("payload")
+        assert payload == b.get("payload_json").encode()
+        header = Header(
+            club=b.hex("club"),
+            log=b.hex("log"),
+            seq=b.int("seq"),
+            prev=b.hex("prev"),
+            time_us=b.int("time_us"),
+            kind=b.int("kind"),
+            payload_hash=b.hex("payload_hash"),
+            payload_size=b.int("payload_size"),
+            key=b.hex("key"),
+        )
+        assert canonical.decode_header(signed) == header
+        assert canonical.encode_header(header) == b.hex("header")
+        assert Kind(header.kind).name.lower() == b.get("kind_name")
+        assert header.payload_hash == hashlib.sha256(payload).digest()
+        assert header.payload_size == len(payload)
+        assert b.hex("id") == hashlib.sha256(signed).digest() == canonical.event_id(signed)
+        assert logs[header.log] == header.club, "the event's club does not own its log (§4.3)"
+        # The payload is what its kind expects, read strictly.
+        msgspec.json.decode(payload, type=PAYLOAD_TYPES[Kind(header.kind)])
+
+        event = verify_event(signed, payload, check)
+        assert (event.id, event.header, event.signed, event.payload) == (
+            b.hex("id"),
+            header,
+            signed,
+            payload,
+        )
+        erased = verify_event(signed, None, check)  # §3.5: erased events still verify
+        assert erased.erased
+        assert erased.id == event.id
+        with pytest.raises(InvalidEventError, match="altered payload"):
+            verify_event(signed, payload[:-1] + b" ", check)
+
+
+def _runs(blocks: list[Block]) -> dict[bytes, list[Block]]:
+    runs: dict[bytes, list[Block]] = {}
+    for b in of_type(blocks, "event"):
+        runs.setdefault(b.hex("log"), []).append(b)
+    for run in runs.values():
+        run.sort(key=lambda b: b.int("seq"))
+        assert [b.int("seq") for b in run] == list(range(1, len(run) + 1)), "seq has gaps"
+    return runs
+
+
+def test_runs_verify(blocks: list[Block]) -> None:
+    check = authorised(blocks)
+    for log, run in _runs(blocks).items():
+        assert run[0].hex("prev") == bytes(32)
+        for before, after in itertools.pairwise(run):
+            assert after.hex("prev") == before.hex("id")
+        items = [(b.hex("signed_header"), b.hex("payload")) for b in run]
+        for every in (False, True):
+            out, error = verify_run(log, None, items, check, every_signature=every)
+            assert error is None
+            assert [e.id for e in out] == [b.hex("id") for b in run]
+        # Erasing the first payload changes no id and breaks no link (§3.5).
+        erased = [(items[0][0], None), *items[1:]]
+        out, error = verify_run(log, None, erased, check)
+        assert error is None
+        assert [e.id for e in out] == [b.hex("id") for b in run]
+        # A run may follow a trusted head (§4.2).
+        first = Head(1, run[0].hex("id"))
+        out, error = verify_run(log, first, items[1:], check)
+        assert error is None
+        assert len(out) == len(run) - 1
+
+
+def _flip(signed: bytes, index: int) -> bytes:
+    return signed[:index] + bytes([signed[index] ^ 1]) + signed[index + 1 :]
+
+
+def test_run_shortcut_keeps_the_valid_prefix(blocks: list[Block]) -> None:
+    check = authorised(blocks)
+    for log, run in _runs(blocks).items():
+        if len(run) < 2:
+            continue
+        items = [(b.hex("signed_header"), b.hex("payload")) for b in run]
+        # A bad last signature: the fallback checks one by one and keeps the rest (§4.4).
+        last = len(items) - 1
+        bad_last = [*items[:last], (_flip(items[last][0], 230), items[last][1])]
+        out, error = verify_run(log, None, bad_last, check)
+        assert [e.id for e in out] == [b.hex("id") for b in run[:last]]
+        assert error is not None
+        assert "bad signature" in error.reason
+        # A bad earlier signature changes that event's id: the next link breaks (§4.4, 2).
+        bad_first = [(_flip(items[0][0], 230), items[0][1]), *items[1:]]
+        out, error = verify_run(log, None, bad_first, check)
+        assert out == []
+        assert error is not None
+
+
+def test_fork(blocks: list[Block]) -> None:
+    check = authorised(blocks)
+    held = {b.hex("id"): b for b in of_type(blocks, "event")}
+    for b in of_type(blocks, "fork"):
+        ours, theirs = b.hex("ours"), b.hex("theirs")
+        assert ours != theirs
+        assert b.hex("ours_id") == hashlib.sha256(ours).digest()
+        assert b.hex("theirs_id") == hashlib.sha256(theirs).digest()
+        assert held[b.hex("ours_id")].hex("signed_header") == ours
+        # Evidence stands alone: each header verifies on its own, payload or not (§3.6).
+        mine = verify_event(ours, None, check)
+        other = verify_event(theirs, b.hex("theirs_payload"), check)
+        for header in (mine.header, other.header):
+            assert (header.club, header.log, header.seq) == (
+                b.hex("club"),
+                b.hex("log"),
+                b.int("seq"),
+            )
+        fork = fork_between(ours, other)
+        assert isinstance(fork, ForkError)
+        assert (fork.ours, fork.theirs) == (ours, theirs)
+        assert fork_between(ours, mine) is None
+
+
+def _table(marker: str) -> list[list[str]]:
+    """The cells of the markdown table right after `<!-- marker -->`, without its heading."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    assert f"<!-- {marker} -->" in lines, f"protocol.md has no <!-- {marker} --> table"
+    start = lines.index(f"<!-- {marker} -->") + 3  # marker, heading, rule
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    assert rows, f"table {marker}: no rows"
+    return rows
+
+
+# --- the layout tables of protocol.md --------------------------------------------------
+
+_INTS: dict[str, tuple[int, bool]] = {
+    "u8": (1, False),
+    "u16": (2, False),
+    "u32": (4, False),
+    "u64": (8, False),
+    "i64": (8, True),
+}
+
+
+def layout(name: str) -> list[tuple[int, int, str, str]]:
+    """The rows (offset, size, field, type) of the table after `<!-- layout name -->`."""
+    rows = []
+    for cells in _table(f"layout {name}"):
+        assert len(cells) == 5, f"layout {name}: malformed row {cells}"
+        offset, size, field, kind, _ = cells
+        assert (offset + size).isdigit(), f"layout {name}: malformed row {cells}"
+        rows.append((int(offset), int(size), field, kind))
+    return rows
+
+
+def _check_layout(name: str, data: bytes, tag: bytes, block: Block, total: int) -> None:
+    rows = layout(name)
+    offset = 0
+    for at, size, field, kind in rows:
+        assert at == offset, f"layout {name}: {field} should start at {offset}"
+        assert size == _size_of(kind), f"layout {name}: {field} is {kind}, not {size} bytes"
+        value = data[at : at + size]
+        if field == "tag":
+            assert value == tag
+        elif field == "version":
+            assert value == bytes([canonical.VERSION])
+        elif kind in _INTS:
+            assert int.from_bytes(value, "big", signed=_INTS[kind][1]) == block.int(field)
+        else:
+            assert value == block.hex(field)
+        offset += size
+    assert offset == total == len(data)
+
+
+def _size_of(kind: str) -> int:
+    if kind in _INTS:
+        return _INTS[kind][0]
+    m = re.fullmatch(r"bytes\[(\d+)\]", kind)
+    assert m, f"unknown field type {kind!r}"
+    return int(m.group(1))
+
+
+def test_genesis_layout_table(blocks: list[Block]) -> None:
+    for b in of_type(blocks, "genesis"):
+        _check_layout("genesis", b.hex("genesis"), canonical.CLUB_TAG, b, canonical.GENESIS_BYTES)
+
+
+def test_event_header_layout_table(blocks: list[Block]) -> None:
+    for b in of_type(blocks, "event"):
+        _check_layout(
+            "event-header", b.hex("header"), canonical.EVENT_TAG, b, canonical.HEADER_BYTES
+        )
+
+
+def test_kinds_table_is_complete() -> None:
+    # A node rejects kinds it does not know (§4.1): a second implementation needs them all.
+    table = {int(code): name for code, name, _ in _table("kinds")}
+    assert table == {int(k): k.name.lower() for k in Kind}
+
+
+def test_payload_tables_match_the_payload_types() -> None:
+    for kind, struct_type in PAYLOAD_TYPES.items():
+        rows = _table(f"payload {kind.name.lower()}")
+        documented = [(row[0].strip("`"), row[-1] == "required") for row in rows]
+        actual = [(f.name, f.required) for f in msgspec.structs.fields(struct_type)]
+        assert documented == actual, f"§3.2 table for {kind.name.lower()} is out of date"
+
+
+def test_key_files_open_with_the_reference_reader(blocks: list[Block]) -> None:
+    for b in of_type(blocks, "keyfile"):
+        passphrase = b.get("passphrase").encode() if b.has("passphrase") else None
+        key = open_key(b.get("json").encode(), b.hex("club"), passphrase, "protocol.md")
+        assert key.secret_bytes() == b.hex("secret")
+
+
+@pytest.mark.parametrize("passphrase", [b"correct horse battery staple", None])
+def test_reference_key_files_have_the_documented_fields(passphrase: bytes | None) -> None:
+    written = json.loads(seal_key(SigningKey(bytes(32)), bytes(32), passphrase))
+    used = {k for k, v in written.items() if v not in ("", 0)}
+    if passphrase is None:
+        assert used == {"version", "club", "kdf", "secret"}
+    else:
+        assert used == {"version", "club", "kdf", "n", "r", "p", "salt", "nonce", "ciphertext"}
+
+
+_STRUCT_CODES = {"B": "u8", "H": "u16", "I": "u32", "Q": "u64", "q": "i64"}
+
+
+@pytest.mark.parametrize(
+    ("name", "layout_struct"),
+    [("genesis", canonical._GENESIS), ("event-header", canonical._HEADER)],
+)
+def test_layout_types_match_the_struct(name: str, layout_struct: struct.Struct) -> None:
+    # Small vector values cannot tell u64 from i64: compare with the encoder's format.
+    codes = re.findall(r"(\d*)([a-zA-Z])", layout_struct.format.lstrip(">"))
+    expected = [f"bytes[{n}]" if c == "s" else _STRUCT_CODES[c] for n, c in codes]
+    assert [kind for _, _, _, kind in layout(name)] == expected
