@@ -17,7 +17,7 @@ from federation.core import canonical
 from federation.core.events import Head, KeyCheck, verify_run
 from federation.core.ids import short
 from federation.errors import FederationError
-from federation.store.base import ForkRecord, Store
+from federation.store.base import ForkRecord, LogRecord, Store
 
 PAGE_EVENTS = 5000
 
@@ -71,7 +71,7 @@ async def verify_store(
         if record.club not in clubs:
             report.problems.append(Problem(club, log, None, "the club's genesis is missing"))
             continue
-        problem = await _verify_log(store, record.id, authorized, report, advance)
+        problem = await _verify_log(store, record, authorized, report, advance)
         if problem is None:
             continue
         report.problems.append(Problem(club, log, problem[0], problem[1]))
@@ -81,19 +81,25 @@ async def verify_store(
 
 async def _verify_log(
     store: Store,
-    log: bytes,
+    record: LogRecord,
     authorized: KeyCheck,
     report: VerifyReport,
     advance: Callable[[int], None] | None,
 ) -> tuple[int | None, str] | None:
     """Check one log page by page; the first problem as (seq, reason), or None."""
+    log = record.id
     after: Head | None = None
     while True:
         page = await store.raw_events(log, after.seq if after else 0, PAGE_EVENTS)
         bad_id = next((i for i, r in enumerate(page) if canonical.event_id(r.signed) != r.id), None)
         checked = page if bad_id is None else page[:bad_id]
         verified, error = verify_run(
-            log, after, [(r.signed, r.payload) for r in checked], authorized, every_signature=True
+            log,
+            after,
+            [(r.signed, r.payload) for r in checked],
+            authorized,
+            club=record.club,
+            every_signature=True,
         )
         report.events += len(verified)
         report.erased += sum(1 for e in verified if e.payload is None)
@@ -107,9 +113,9 @@ async def _verify_log(
             after = Head(verified[-1].header.seq, verified[-1].id)
         if len(page) < PAGE_EVENTS:
             break
-    record = await store.log(log)
-    if record is not None and record.head != after:
-        held = record.head.seq if record.head else 0
+    stored = await store.log(log)
+    if stored is not None and stored.head != after:
+        held = stored.head.seq if stored.head else 0
         return (
             None,
             f"log head says seq {held} but the events end at seq {after.seq if after else 0}",

@@ -354,7 +354,7 @@ async def cmd_import(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         if args.file == "-":
             report = await archive.import_lines(
-                node.store, node._genesis, sys.stdin.buffer, node.clock()
+                node.store, node.genesis, sys.stdin.buffer, node.clock()
             )
         else:
             try:
@@ -364,7 +364,7 @@ async def cmd_import(args: argparse.Namespace) -> Output:
                 raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
             with stream, _progress(size // 600, "import") as advance:
                 report = await archive.import_lines(
-                    node.store, node._genesis, stream, node.clock(), advance
+                    node.store, node.genesis, stream, node.clock(), advance
                 )
     lines = [
         f"imported {report.added} new events ({report.already} already held)"

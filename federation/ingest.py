@@ -42,6 +42,7 @@ class Ingest:
         self.genesis = genesis
         self.clock = clock
         self.heads: dict[bytes, Head | None] = {}
+        self.clubs: dict[bytes, bytes] = {}  # log -> the club of its descriptor
         self.frozen: set[bytes] = set()
         self.added = 0
         self.already = 0
@@ -79,6 +80,7 @@ class Ingest:
             if record.frozen:
                 self.frozen.add(log)
             self.heads[log] = record.head
+            self.clubs[log] = record.club
         return self.heads[log]
 
     async def run(
@@ -105,7 +107,9 @@ class Ingest:
             if problem is not None:
                 return start, problem
             start += 1
-        verified, error = verify_run(log, head, events[start:], self.authorized)
+        verified, error = verify_run(
+            log, head, events[start:], self.authorized, club=self.clubs[log]
+        )
         if verified:
             self.heads[log] = Head(verified[-1].header.seq, verified[-1].id)
             self._pending.extend(verified)
@@ -128,8 +132,14 @@ class Ingest:
             theirs = verify_event(signed, payload, self.authorized)
         except InvalidEventError as exc:
             return exc
-        fork = fork_between(held.signed, theirs)
-        assert fork is not None
+        fork = fork_between(held, theirs)
+        if fork is None:
+            return InvalidEventError(
+                "event does not belong at this log and seq",
+                club=theirs.header.club,
+                log=log,
+                seq=seq,
+            )
         await self.store.record_fork(
             ForkRecord(theirs.header.club, log, seq, held.signed, signed, self.clock())
         )

@@ -183,7 +183,7 @@ class Node:
         self.clock = clock
         self.club = bytes.fromhex(config.club.id)
         self._key: crypto.SigningKey | None = None
-        self._genesis: dict[bytes, Genesis] = {}
+        self.genesis: dict[bytes, Genesis] = {}
 
     @classmethod
     async def open(cls, root: Path, *, clock: Clock = system_clock) -> Node:
@@ -193,7 +193,7 @@ class Node:
         node = cls(paths, config, store, clock)
         try:
             await node.load_clubs()
-            if node.club not in node._genesis:
+            if node.club not in node.genesis:
                 raise ConfigError(
                     f"{paths.config}: club.id {config.club.id[:12]}… is not the club of this "
                     "store; restore the original config.toml",
@@ -213,14 +213,14 @@ class Node:
         await self.store.aclose()
 
     async def load_clubs(self) -> None:
-        self._genesis = {
+        self.genesis = {
             club: canonical.decode_genesis(g) for club, g in (await self.store.clubs()).items()
         }
 
     @property
     def authorized(self) -> KeyCheck:
         """protocol.md §2.2: today only a club's genesis key signs for it."""
-        genesis = self._genesis
+        genesis = self.genesis
 
         def check(club: bytes, key: bytes) -> bool:
             g = genesis.get(club)
@@ -240,7 +240,14 @@ class Node:
             data = read_key_file(path)
             if passphrase is None and needs_passphrase(data, str(path)):
                 passphrase = read_passphrase(self.config, self.paths)
-            self._key = open_key(data, self.club, passphrase, str(path))
+            key = open_key(data, self.club, passphrase, str(path))
+            if key.public != self.genesis[self.club].key:
+                raise KeyFileError(
+                    f"key file {path} does not hold this club's signing key; restore the "
+                    "right club.key from your backup",
+                    path=str(path),
+                )
+            self._key = key
         return self._key
 
     # --- logs and posting -----------------------------------------------------------

@@ -396,10 +396,10 @@ def test_fork(blocks: list[Block]) -> None:
                 b.hex("log"),
                 b.int("seq"),
             )
-        fork = fork_between(ours, other)
+        fork = fork_between(mine, other)
         assert isinstance(fork, ForkError)
         assert (fork.ours, fork.theirs) == (ours, theirs)
-        assert fork_between(ours, mine) is None
+        assert fork_between(mine, mine) is None
 
 
 def _table(marker: str) -> list[list[str]]:

@@ -18,6 +18,7 @@ from typing import Literal
 
 import msgspec
 
+from federation.core.crypto import is_weak_public_key
 from federation.errors import InvalidEventError
 
 VERSION = 1
@@ -172,6 +173,8 @@ def decode_genesis(data: bytes) -> Genesis:
     tag, version, key, recovery, time_us = _GENESIS.unpack(data)
     if tag != CLUB_TAG or version != VERSION:
         raise InvalidEventError("not a club genesis: wrong protocol tag or version")
+    if is_weak_public_key(key):
+        raise InvalidEventError("club genesis names a weak (small-order) key: refused")
     return Genesis(key, recovery, time_us)
 
 

@@ -46,6 +46,34 @@ class SigningKey:
         return self._key.sign(message)
 
 
+# Public keys of small order (and their non-canonical encodings), as libsodium lists
+# them: with such a key a signature can verify for any message, so anyone could sign
+# for a club whose genesis named one. They are refused wherever a key is accepted.
+WEAK_PUBLIC_KEYS = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    )
+)
+
+
+def is_weak_public_key(public: bytes) -> bool:
+    return public in WEAK_PUBLIC_KEYS
+
+
 @functools.lru_cache(maxsize=4096)
 def _public_key(public: bytes) -> Ed25519PublicKey:
     # Parsing a public key costs about as much as a hash; clubs are few, so cache them.

@@ -137,6 +137,7 @@ def verify_run(
     run: Sequence[tuple[bytes, bytes | None]],
     authorized: KeyCheck,
     *,
+    club: bytes | None = None,
     every_signature: bool = False,
 ) -> tuple[list[VerifiedEvent], InvalidEventError | None]:
     """Verify a contiguous run of one log that follows `after` (None: from seq 1).
@@ -148,6 +149,7 @@ def verify_run(
     the last signature committed to the exact bytes of the whole run; finding another
     run under it means finding a sha256 collision (protocol.md §4.4 proves it in full).
     If the last signature fails we fall back to one-by-one checks to find the prefix.
+    `club`, the club of the log's descriptor: every event must be that club's (§4.3).
     `every_signature` checks each signature anyway (the audit in `federation verify`).
     """
     out: list[VerifiedEvent] = []
@@ -162,6 +164,14 @@ def verify_run(
             break
         if header.log != log:
             error = InvalidEventError("event belongs to another log", log=log, seq=header.seq)
+            break
+        if club is not None and header.club != club:
+            error = InvalidEventError(
+                "event is signed for another club than its log's",
+                club=header.club,
+                log=log,
+                seq=header.seq,
+            )
             break
         if header.seq != seq + 1:
             error = InvalidEventError(

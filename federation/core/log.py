@@ -66,9 +66,16 @@ def check_append(head: Head | None, event: VerifiedEvent) -> None:
         )
 
 
-def fork_between(held_signed: bytes, event: VerifiedEvent) -> ForkError | None:
-    """Two signed events for one (log, seq) that differ are a fork (DESIGN principle 7)."""
-    if held_signed == event.signed:
-        return None
+def fork_between(held: VerifiedEvent, event: VerifiedEvent) -> ForkError | None:
+    """Two signed events of one club for one (log, seq) that differ are a fork (DESIGN
+    principle 7). Anything else is not: a valid event of another log, seq or club must
+    never freeze a log (protocol.md §3.6)."""
     h = event.header
+    if held.signed == event.signed or (h.club, h.log, h.seq) != (
+        held.header.club,
+        held.header.log,
+        held.header.seq,
+    ):
+        return None
+    held_signed = held.signed
     return ForkError(club=h.club, log=h.log, seq=h.seq, ours=held_signed, theirs=event.signed)

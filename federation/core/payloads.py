@@ -108,7 +108,9 @@ def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:
         raise UsageError(
             f"invalid {kind.name.lower()} payload: {exc}; fix that option and post again"
         ) from None
-    if isinstance(value, Action) and (value.starts.tzinfo is None):
+    if isinstance(value, Action) and any(
+        t is not None and t.tzinfo is None for t in (value.starts, value.ends)
+    ):
         raise UsageError("action times need a time zone, e.g. 2026-12-01T18:00+00:00")
     return _encoder.encode(value)
 

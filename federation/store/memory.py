@@ -79,6 +79,8 @@ class MemoryStore:
             if log not in heads:
                 held = self._events[log]
                 heads[log] = Head(held[-1].header.seq, held[-1].id) if held else None
+            if canonical.decode_log(self._logs[log]).club != event.header.club:
+                raise InvalidEventError("event is signed for another club than its log's", log=log)
             check_append(heads[log], event)
             heads[log] = Head(event.header.seq, event.id)
         for event in events:
@@ -174,6 +176,9 @@ class MemoryStore:
     async def set_meta(self, key: str, value: bytes) -> None:
         self._check_open()
         self._meta[key] = value
+
+    async def data_version(self) -> int:
+        return 0  # one process, one connection: there is no one else to notice
 
     async def aclose(self) -> None:
         self._closed = True

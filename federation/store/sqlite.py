@@ -159,6 +159,10 @@ class SqliteStore:
     ) -> None:
         await self.aclose()
 
+    async def data_version(self) -> int:
+        rows = list(await self._db.execute_fetchall("PRAGMA data_version"))
+        return int(rows[0][0])
+
     async def aclose(self) -> None:
         await self._db.close()
 
@@ -219,24 +223,31 @@ class SqliteStore:
         await db.execute("BEGIN IMMEDIATE")
         try:
             heads: dict[bytes, tuple[int, Head | None]] = {}
+            clubs: dict[bytes, bytes] = {}
             rows = []
             for event in events:
                 log = event.header.log
                 if log not in heads:
                     found = list(
                         await db.execute_fetchall(
-                            "SELECT n, head_seq, head_id, frozen FROM log WHERE id = ?", (log,)
+                            "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?",
+                            (log,),
                         )
                     )
                     if not found:
                         raise InvalidEventError("unknown log: store its descriptor first", log=log)
-                    n, head_seq, head_id, frozen = found[0]
+                    n, head_seq, head_id, frozen, descriptor = found[0]
+                    clubs[log] = canonical.decode_log(descriptor).club
                     if frozen:
                         raise InvalidEventError(
                             "log is frozen after a fork", club=event.header.club, log=log
                         )
                     heads[log] = (n, Head(head_seq, bytes(head_id)) if head_seq else None)
                 n, head = heads[log]
+                if clubs[log] != event.header.club:
+                    raise InvalidEventError(
+                        "event is signed for another club than its log's", log=log
+                    )
                 check_append(head, event)
                 if event.header.seq > MAX_SEQ:
                     raise InvalidEventError("seq beyond what this store holds", log=log)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from federation.core import canonical
@@ -25,6 +25,7 @@ from federation.core.canonical import (
     Header,
     LogDescriptor,
 )
+from federation.core.crypto import WEAK_PUBLIC_KEYS, is_weak_public_key
 from federation.errors import InvalidEventError
 
 hash32 = st.binary(min_size=32, max_size=32)
@@ -176,11 +177,20 @@ def test_header_out_of_range_is_refused(changes: dict[str, object]) -> None:
 
 @given(geneses)
 def test_genesis_round_trip(genesis: Genesis) -> None:
+    assume(not is_weak_public_key(genesis.key))
     encoded = canonical.encode_genesis(genesis)
     assert len(encoded) == GENESIS_BYTES
     assert encoded[:17] == CLUB_TAG + bytes([VERSION])
     assert canonical.decode_genesis(encoded) == genesis
     assert canonical.club_id(encoded) == canonical.sha256(encoded)
+
+
+@pytest.mark.parametrize("weak", sorted(WEAK_PUBLIC_KEYS))
+def test_genesis_with_a_small_order_key_is_refused(weak: bytes) -> None:
+    # With such a key "R = identity, S = 0" verifies for any message (protocol.md §2.1).
+    encoded = canonical.encode_genesis(Genesis(weak, bytes(32), 0))
+    with pytest.raises(InvalidEventError, match="weak"):
+        canonical.decode_genesis(encoded)
 
 
 def test_genesis_of_wrong_size_is_rejected() -> None:

@@ -1,0 +1,102 @@
+"""The running node's shared state: what the peer API and the sync loops both read.
+
+It caches what every request needs (logs and heads, peers, every club's roster)
+and refreshes the cache whenever the store changes: through our own ingest, or
+through another process such as `federation post`, which SQLite's data_version
+reveals (polled every STORE_POLL_S). Waiters on `changed` are woken each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from federation.core import canonical
+from federation.core.canonical import Genesis
+from federation.core.crypto import SigningKey
+from federation.core.events import Head
+from federation.core.selection import Roster, fold_roster, may_receive, roster_log_id
+from federation.node import Clock, Node
+from federation.store.base import LogRecord, PeerRecord, Store
+from federation.sync.auth import ReplayGuard
+
+# How often to look for commits by other processes (e.g. `federation post`): a new
+# event reaches the peers' long-polls within about this long.
+STORE_POLL_S = 0.2
+
+
+class Runtime:
+    def __init__(self, node: Node, key: SigningKey, clock: Clock) -> None:
+        self.node = node
+        self.store: Store = node.store
+        self.club = node.club
+        self.name = node.config.club.name
+        self.key = key
+        self.clock = clock
+        self.replay = ReplayGuard()
+        self.changed = asyncio.Condition()
+        self.logs: dict[bytes, LogRecord] = {}
+        self.peers: dict[bytes, PeerRecord] = {}
+        self.rosters: dict[bytes, Roster] = {}
+        self.genesis: dict[bytes, Genesis] = {}
+        self.genesis_raw: dict[bytes, bytes] = {}
+        self.version = 0
+        self._data_version = -1
+
+    async def refresh(self) -> None:
+        """Reload the caches from the store and wake everyone waiting for a change."""
+        self._data_version = await self.store.data_version()
+        self.genesis_raw = await self.store.clubs()
+        self.genesis = {c: canonical.decode_genesis(g) for c, g in self.genesis_raw.items()}
+        self.node.genesis = self.genesis
+        self.logs = {r.id: r for r in await self.store.logs()}
+        self.peers = {p.club: p for p in await self.store.peers()}
+        rosters: dict[bytes, Roster] = {}
+        for club in self.genesis:
+            log = roster_log_id(club)
+            if log in self.logs:
+                roster: set[bytes] = set()
+                after = 0
+                while page := await self.store.events(log, after, 5000):
+                    fold_roster(roster, page)
+                    after = page[-1].header.seq
+                rosters[club] = frozenset(roster)
+        self.rosters = rosters
+        self.version += 1
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def watch_store(self) -> None:
+        """Refresh whenever another process commits to the store."""
+        while True:
+            await asyncio.sleep(STORE_POLL_S)
+            if await self.store.data_version() != self._data_version:
+                await self.refresh()
+
+    async def wait_changed(self, version: int, timeout_s: float) -> None:
+        """Return once the caches moved past `version`, or after timeout_s."""
+        async with self.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.changed.wait_for(lambda: self.version != version), timeout_s
+                )
+
+    def active_peers(self) -> frozenset[bytes]:
+        return frozenset(c for c, p in self.peers.items() if p.state == "active")
+
+    def visible(self, requester: bytes | None) -> dict[bytes, LogRecord]:
+        """The logs `requester` may receive from us (protocol.md §5.4), with heads."""
+        peers = self.active_peers()
+        return {
+            log: r
+            for log, r in self.logs.items()
+            if r.head is not None
+            and may_receive(r.audience, r.club, requester, our_peers=peers, rosters=self.rosters)
+        }
+
+    def heads(self, records: dict[bytes, LogRecord]) -> dict[bytes, Head]:
+        return {log: r.head for log, r in records.items() if r.head is not None}
+
+    def authorized(self, club: bytes, key: bytes) -> bool:
+        g = self.genesis.get(club)
+        return g is not None and g.key == key

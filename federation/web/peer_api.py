@@ -1,0 +1,169 @@
+"""The HTTP API between nodes (protocol.md §6.1). Thin handlers: each bounds and parses
+its input, authenticates, asks `sync.serve` what to do, and encodes the answer.
+
+    GET  /fed/v1/info                       the club's id, name and genesis (public)
+    GET  /fed/v1/frontier?known=HEX&wait=S  the requester's frontier (long-poll)
+    POST /fed/v1/events                     a Want in; a stream of frames out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from federation.errors import RemoteProtocolError
+from federation.runtime import Runtime
+from federation.sync import auth, messages, serve
+from federation.sync.messages import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_EVENTS,
+    MAX_EVENTS_PER_RESPONSE,
+    MAX_MESSAGE_BYTES,
+    Batch,
+    ClubInfo,
+    Done,
+    Frontier,
+    LogInfo,
+    Want,
+)
+
+INFO_PATH = "/fed/v1/info"
+FRONTIER_PATH = "/fed/v1/frontier"
+EVENTS_PATH = "/fed/v1/events"
+CONTENT_TYPE = "application/vnd.federation+msgpack"
+# A long-poll is held at most this long: under common proxy and NAT idle timeouts.
+MAX_WAIT_S = 30.0
+# Event streams served at once; more are told to come back (busy) rather than queue.
+MAX_STREAMS = 8
+
+RUNTIME = web.AppKey("runtime", Runtime)
+STREAMS = web.AppKey("streams", asyncio.Semaphore)
+
+
+def _error(exc: RemoteProtocolError) -> web.Response:
+    body = messages.encode(messages.Error(exc.code, exc.message))
+    return web.Response(status=exc.http_status, body=body, content_type=CONTENT_TYPE)
+
+
+@web.middleware
+async def _refusals(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A RemoteProtocolError raised before a response started becomes a named error."""
+    try:
+        return await handler(request)
+    except RemoteProtocolError as exc:
+        return _error(exc)
+
+
+def _authenticate(request: web.Request, body: bytes) -> bytes | None:
+    rt = request.app[RUNTIME]
+    return auth.check(
+        request.headers.get("Authorization"),
+        recipient=rt.club,
+        method=request.method,
+        target=request.raw_path,
+        body=body,
+        now_us=rt.clock(),
+        authorized=rt.authorized,
+        replay=rt.replay,
+    )
+
+
+async def info(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.json_response(
+        {"club": rt.club.hex(), "name": rt.name, "genesis": rt.genesis_raw[rt.club].hex()}
+    )
+
+
+async def frontier(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    requester = _authenticate(request, b"")
+    try:
+        known = bytes.fromhex(request.query.get("known", ""))
+        wait_s = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
+    except ValueError:
+        raise RemoteProtocolError("known must be hex and wait a number", code="malformed") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        version = rt.version
+        digest, heads = serve.frontier(rt.heads(rt.visible(requester)).items())
+        remaining = deadline - time.monotonic()
+        if digest != known or remaining <= 0:
+            break
+        await rt.wait_changed(version, remaining)
+    body = messages.encode(Frontier(digest, None if digest == known else heads))
+    return web.Response(body=body, content_type=CONTENT_TYPE)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    if request.content_length is None or request.content_length > MAX_MESSAGE_BYTES:
+        raise RemoteProtocolError(
+            f"a want needs a Content-Length of at most {MAX_MESSAGE_BYTES} bytes",
+            code="too_large",
+            http_status=413,
+        )
+    body = await request.read()
+    requester = _authenticate(request, body)
+    want = messages.decode(body)
+    if not isinstance(want, Want):
+        raise RemoteProtocolError("expected a want", code="unexpected")
+    visible = rt.visible(requester)
+    plan = serve.plan(want, rt.heads(visible))
+    streams = request.app[STREAMS]
+    if streams.locked():
+        raise RemoteProtocolError(
+            "too many syncs at once; retry soon", code="busy", http_status=503
+        )
+    async with streams:
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+        await response.prepare(request)
+        sent_clubs: set[bytes] = set()
+        total = 0
+        for entry in plan:
+            record = visible[entry.log]
+            if entry.descriptor:
+                if record.club not in sent_clubs:
+                    sent_clubs.add(record.club)
+                    genesis = rt.genesis_raw[record.club]
+                    await response.write(messages.frame(ClubInfo(record.club, genesis)))
+                await response.write(messages.frame(LogInfo(record.id, record.descriptor)))
+            after = entry.after
+            left = entry.limit or (1 << 62)
+            while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
+                page = await rt.store.raw_events(entry.log, after, min(BATCH_MAX_EVENTS, left))
+                if not page:
+                    break
+                batch: list[tuple[bytes, bytes | None]] = []
+                size = 0
+                for raw in page:
+                    batch.append((raw.signed, raw.payload))
+                    size += len(raw.signed) + len(raw.payload or b"")
+                    if size >= BATCH_MAX_BYTES:
+                        break
+                await response.write(messages.frame(Batch(entry.log, batch)))
+                after = page[len(batch) - 1].seq
+                left -= len(batch)
+                total += len(batch)
+            if total >= MAX_EVENTS_PER_RESPONSE:
+                await response.write(messages.frame(Done(more=True)))
+                break
+        else:
+            await response.write(messages.frame(Done()))
+        await response.write_eof()
+        return response
+
+
+def make_app(rt: Runtime) -> web.Application:
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=[_refusals])
+    app[RUNTIME] = rt
+    app[STREAMS] = asyncio.Semaphore(MAX_STREAMS)
+    app.router.add_get(INFO_PATH, info)
+    app.router.add_get(FRONTIER_PATH, frontier)
+    app.router.add_post(EVENTS_PATH, events)
+    return app
