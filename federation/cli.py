@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import msgspec
 
-from federation import commands
+from federation import commands, peer_commands
 from federation.errors import FederationError
 
 NODE_ENV = "FEDERATION_NODE"
@@ -84,6 +84,27 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("import", "verify and add the events of a JSON-lines export")
     c.add_argument("file", metavar="FILE", help="the export file, or - for standard input")
 
+    c = cmd("invite", "print this club's invite, to give another club in person")
+    c.add_argument("--url", help="the address other clubs reach this node at")
+
+    c = cmd("peers", "the clubs this club federates with")
+    peer_sub = c.add_subparsers(dest="peers_command", metavar="ACTION", parser_class=_Parser)
+    peer_sub.add_parser("list", help="each peer with its sync status")
+    a = peer_sub.add_parser("add", help="federate with the club of an invite")
+    a.add_argument("invite", metavar="INVITE")
+    for action, text in (
+        ("pause", "stop syncing with a peer for now"),
+        ("resume", "sync with a paused peer again"),
+        ("remove", "stop federating with a peer (signed into the roster)"),
+    ):
+        a = peer_sub.add_parser(action, help=text)
+        a.add_argument("peer", metavar="PEER", help="the peer's name or club id prefix")
+
+    c = cmd("sync", "one sync round with every active peer, or one")
+    c.add_argument("peer", metavar="PEER", nargs="?", help="the peer's name or club id prefix")
+
+    cmd("run", "serve peers and the feed, and sync with every peer, until stopped", json=False)
+
     cmd("rebuild", "recompute campaigns and calendar from nothing")
     cmd("calendar", "the actions in the club's logs, by date")
     cmd("campaigns", "the campaigns and their state")
@@ -99,7 +120,8 @@ async def _call(handler: Handler, args: argparse.Namespace) -> commands.Output:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler: Handler = getattr(commands, "cmd_" + args.command)
+    module = peer_commands if hasattr(peer_commands, "cmd_" + args.command) else commands
+    handler: Handler = getattr(module, "cmd_" + args.command)
     try:
         result: commands.Output = asyncio.run(_call(handler, args))
     except FederationError as exc:

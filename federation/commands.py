@@ -42,15 +42,12 @@ def _when(time_us: int) -> str:
 
 
 @contextlib.contextmanager
-def _progress(total: int, what: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for long work, shown only to a person at a terminal."""
+def progress(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work (total None: of unknown length), shown
+    only to a person at a terminal, and only when the work is long enough to need it."""
+    quiet = not sys.stderr.isatty() or (total is not None and total < 5000)
     with tqdm(
-        total=total,
-        unit=" events",
-        desc=what,
-        disable=not sys.stderr.isatty() or total < 5000,
-        file=sys.stderr,
-        leave=False,
+        total=total, unit=" events", desc=what, disable=quiet, file=sys.stderr, leave=False
     ) as bar:
 
         def advance(n: int) -> None:
@@ -292,7 +289,7 @@ async def cmd_status(args: argparse.Namespace) -> Output:
 async def cmd_verify(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         total = await node.store.count_events()
-        with _progress(total, "verify") as advance:
+        with progress(total, "verify") as advance:
             report = await audit.verify_store(node.store, node.authorized, advance)
     data = {
         "ok": report.ok,
@@ -330,7 +327,7 @@ async def cmd_export(args: argparse.Namespace) -> Output:
             audience = parse_audience(args.audience)
             logs = [r for r in logs if r.audience == audience]
         total = sum(r.head.seq for r in logs if r.head)
-        with _progress(total, "export") as advance:
+        with progress(total, "export") as advance:
             if args.output and args.output != "-":
                 try:
                     out = open(args.output, "xb")  # noqa: SIM115 - closed below
@@ -362,7 +359,7 @@ async def cmd_import(args: argparse.Namespace) -> Output:
                 stream = open(args.file, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-            with stream, _progress(size // 600, "import") as advance:
+            with stream, progress(size // 600, "import") as advance:
                 report = await archive.import_lines(
                     node.store, node.genesis, stream, node.clock(), advance
                 )

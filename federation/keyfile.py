@@ -87,7 +87,10 @@ def open_key(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> c
                     path=path,
                 )
             if not (2 <= kf.n <= 2**20 and 1 <= kf.r <= 32 and 1 <= kf.p <= 16):
-                raise KeyFileError(f"key file {path} has unusable scrypt parameters", path=path)
+                raise KeyFileError(
+                    f"key file {path} has unusable scrypt parameters; restore it from your backup",
+                    path=path,
+                )
             derived = crypto.derive_key(passphrase, bytes.fromhex(kf.salt), n=kf.n, r=kf.r, p=kf.p)
             opened = crypto.open_sealed(
                 derived, bytes.fromhex(kf.nonce), bytes.fromhex(kf.ciphertext), club

@@ -65,6 +65,8 @@ class PeerClient:
             why = "its TLS certificate does not match the invite's fingerprint (refusing it)"
         elif isinstance(exc, TimeoutError):
             why = "timed out"
+        elif isinstance(exc, aiohttp.ClientConnectorError):
+            why = f"cannot connect ({exc.os_error.strerror or exc.os_error}); is its node running?"
         else:
             why = str(exc) or type(exc).__name__
         return PeerUnavailableError(

@@ -1,0 +1,171 @@
+"""The CLI's commands about other clubs: invite, peers, run, sync."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from federation import peers
+from federation.commands import Output, progress
+from federation.errors import FederationError, UsageError
+from federation.node import Node
+from federation.runtime import Runtime
+from federation.service import open_service
+from federation.store.base import PeerRecord
+from federation.syncer import sync_round
+from federation.web.client import PeerClient
+
+
+def _ago(now_us: int, then_us: int) -> str:
+    if not then_us:
+        return "never"
+    seconds = max(0, (now_us - then_us) // 1_000_000)
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return dt.datetime.fromtimestamp(then_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+def peer_json(peer: PeerRecord) -> dict[str, Any]:
+    s = peer.status
+    return {
+        "club": peer.club.hex(),
+        "name": peer.name,
+        "url": peer.url,
+        "fingerprint": peer.fingerprint.hex(),
+        "state": peer.state,
+        "last_contact_us": s.last_contact_us,
+        "last_sync_us": s.last_sync_us,
+        "logs": s.logs,
+        "behind": s.behind,
+        "received": s.received,
+        "last_error": s.last_error,
+        "last_error_us": s.last_error_us,
+    }
+
+
+def peer_lines(peer_list: list[PeerRecord], now_us: int) -> list[str]:
+    lines = []
+    for p in peer_list:
+        s = p.status
+        contact = _ago(now_us, s.last_contact_us)
+        lines.append(
+            f"  {p.name:24} {p.club.hex()[:12]}  {p.state:6}  contact {contact}"
+            f", synced {_ago(now_us, s.last_sync_us)}, {s.logs} logs, behind {s.behind}, "
+            f"received {s.received}"
+        )
+        if s.last_error and s.last_error_us >= s.last_contact_us:
+            lines.append(f"    last error ({_ago(now_us, s.last_error_us)}): {s.last_error}")
+    return lines or ["  no peers: add one with `federation peers add INVITE`"]
+
+
+async def cmd_invite(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        text = await peers.invite(node, args.url)
+    return Output({"invite": text}, [text])
+
+
+async def cmd_peers(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        action = args.peers_command
+        if action == "add":
+            peer = await peers.add(node, args.invite)
+            return Output(
+                peer_json(peer), [f"added peer {peer.name} ({peer.club.hex()}) at {peer.url}"]
+            )
+        if action in ("pause", "resume"):
+            peer = await peers.set_state(
+                node, args.peer, "paused" if action == "pause" else "active"
+            )
+            return Output(peer_json(peer), [f"{peer.name} is now {peer.state}"])
+        if action == "remove":
+            peer = await peers.remove(node, args.peer)
+            return Output(
+                peer_json(peer),
+                [f"removed peer {peer.name}; it no longer receives federation logs"],
+            )
+        peer_list = await node.store.peers()
+        return Output(
+            [peer_json(p) for p in peer_list], ["peers:", *peer_lines(peer_list, node.clock())]
+        )
+
+
+async def cmd_sync(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node:
+        key = node.unlock()
+        if args.peer:
+            chosen = [await peers.find(node, args.peer)]
+        else:
+            chosen = [p for p in await node.store.peers() if p.state == "active"]
+        if not chosen:
+            raise UsageError("no active peers to sync with; add one with `federation peers add`")
+        rt = Runtime(node, key, node.clock)
+        await rt.refresh()
+        results: list[dict[str, Any]] = []
+        async with aiohttp.ClientSession() as http:
+            for peer in chosen:
+                results.append(await _sync_one(rt, http, peer))
+    lines = []
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['peer']}: error: {r['error']}")
+            continue
+        line = f"{r['peer']}: received {r['added']} events ({r['logs']} logs); behind {r['behind']}"
+        if r["forks"]:
+            line += f"; {r['forks']} FORK(S) kept as evidence, logs frozen"
+        lines.append(line)
+    failed = any("error" in r for r in results)
+    return Output(results, lines, exit_code=1 if failed else 0)
+
+
+async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) -> dict[str, Any]:
+    client = PeerClient(http, peer, me=rt.club, key=rt.key, clock=rt.clock)
+    status = peer.status
+    try:
+        with progress(None, f"sync {peer.name}") as advance:
+            result = await sync_round(rt, client, known=None, wait_s=0.0, advance=advance)
+    except FederationError as exc:
+        status = msgspec.structs.replace(status, last_error=str(exc), last_error_us=rt.clock())
+        await rt.store.set_peer_status(peer.club, status)
+        return {"peer": peer.name, "error": str(exc)}
+    now = rt.clock()
+    status = msgspec.structs.replace(
+        status,
+        last_contact_us=now,
+        last_sync_us=now if result.complete else status.last_sync_us,
+        logs=result.logs,
+        behind=result.behind,
+        received=status.received + result.added,
+    )
+    await rt.store.set_peer_status(peer.club, status)
+    return {
+        "peer": peer.name,
+        "added": result.added,
+        "behind": result.behind,
+        "logs": result.logs,
+        "forks": result.forks,
+    }
+
+
+async def cmd_run(args: argparse.Namespace) -> Output:
+    async with await Node.open(Path(args.node)) as node, open_service(node) as service:
+        scheme = "http" if node.config.node.plain_http else "https"
+        print(
+            f"federation: {node.config.club.name} serving on {scheme}://"
+            f"{node.config.node.listen.rpartition(':')[0]}:{service.port}; "
+            f"following {len(service.rt.active_peers())} peers (Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await service.follow_peers()
+    return Output({}, [])

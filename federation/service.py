@@ -1,0 +1,105 @@
+"""`federation run`: serve peers and follow every active peer, until stopped.
+
+Everything runs under one TaskGroup: the HTTP server, the store watcher, and one
+follow loop per active peer, started and stopped as peers are added, paused or
+removed (also from another process: the watcher sees the store change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from federation.core.config import parse_listen
+from federation.node import Node
+from federation.runtime import Runtime
+from federation.syncer import follow_peer
+from federation.web.client import PeerClient
+from federation.web.peer_api import make_app
+
+# Keep-alive connections to peers: one long-poll and one stream each, at most.
+MAX_CONNECTIONS_PER_PEER = 4
+
+
+def _stderr(line: str) -> None:
+    print(f"federation: {line}", file=sys.stderr, flush=True)
+
+
+def server_ssl(node: Node) -> ssl.SSLContext | None:
+    if node.config.node.plain_http:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(node.paths.tls_cert, node.paths.tls_key)
+    return context
+
+
+class Service:
+    def __init__(self, rt: Runtime, port: int, http: aiohttp.ClientSession) -> None:
+        self.rt = rt
+        self.port = port
+        self.http = http
+
+    def client(self, club: bytes) -> PeerClient:
+        return PeerClient(
+            self.http, self.rt.peers[club], me=self.rt.club, key=self.rt.key, clock=self.rt.clock
+        )
+
+    async def follow_peers(self, log: Callable[[str], None] = _stderr) -> None:
+        """Run one follow loop per active peer, adjusting as the peer list changes."""
+        async with asyncio.TaskGroup() as group:
+            running: dict[bytes, tuple[asyncio.Task[None], bytes]] = {}
+            while True:
+                version = self.rt.version
+                wanted = {c: p for c, p in self.rt.peers.items() if p.state == "active"}
+                for club, (task, url) in list(running.items()):
+                    peer = wanted.get(club)
+                    if peer is None or peer.url.encode() + peer.fingerprint != url:
+                        task.cancel()
+                        del running[club]
+                for club, peer in wanted.items():
+                    if club not in running:
+                        task = group.create_task(follow_peer(self.rt, self.client(club), log))
+                        running[club] = (task, peer.url.encode() + peer.fingerprint)
+                await self.rt.wait_changed(version, 3600)
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    node: Node, *, host: str | None = None, port: int | None = None
+) -> AsyncIterator[Service]:
+    """Start serving (host/port override the config: tests bind port 0)."""
+    key = node.unlock()
+    rt = Runtime(node, key, node.clock)
+    await rt.refresh()
+    listen_host, listen_port = parse_listen(node.config.node.listen)
+    runner = web.AppRunner(make_app(rt), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner,
+            host or listen_host,
+            listen_port if port is None else port,
+            ssl_context=server_ssl(node),
+        )
+        await site.start()
+        server = site._server
+        assert server is not None
+        bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        connector = aiohttp.TCPConnector(limit_per_host=MAX_CONNECTIONS_PER_PEER)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            watcher = asyncio.create_task(rt.watch_store())
+            try:
+                yield Service(rt, int(bound), http)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,155 @@
+"""Sync rounds with peers, and the loops that keep a running node in step with them.
+
+One round (protocol.md §6.2): ask the peer for its frontier (long-polling when we
+already hold everything it had), compare with ours in the sans-IO Session, stream
+what we lack, verify and store it through Ingest. A running node follows each
+active peer in a loop of rounds, backing off from one that fails, and records per-
+peer status (DESIGN principle 12) in the store, where `federation status` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import msgspec
+
+from federation.errors import (
+    FederationError,
+    InvalidEventError,
+    PeerUnavailableError,
+    RemoteProtocolError,
+)
+from federation.ingest import Ingest
+from federation.runtime import Runtime
+from federation.store.base import PeerRecord, PeerStatus
+from federation.sync.messages import Batch, ClubInfo, Done, LogInfo
+from federation.sync.session import Session, State
+from federation.web.client import PeerClient
+
+# A long-poll asks the peer to hold the frontier request this long when nothing
+# changed; the peer answers at once when something does.
+LONG_POLL_S = 25.0
+# Backoff from a failing peer: doubling from the first to the last, with jitter so
+# that clubs restarting together do not retry in step.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+
+Advance = Callable[[int], None]
+
+
+class RoundResult(msgspec.Struct):
+    added: int = 0
+    already: int = 0
+    forks: int = 0
+    behind: int = 0
+    logs: int = 0
+    changed: bool = False
+    complete: bool = False
+    digest: bytes | None = None
+
+
+async def sync_round(
+    rt: Runtime,
+    client: PeerClient,
+    *,
+    known: bytes | None,
+    wait_s: float,
+    advance: Advance | None = None,
+    on_behind: Callable[[int], None] | None = None,
+) -> RoundResult:
+    """One round with one peer; repeats the want while the peer says there is more."""
+    result = RoundResult()
+    while True:
+        local = {log: r.head for log, r in rt.logs.items()}
+        session = Session(local, known)
+        want = session.on_frontier(await client.frontier(session.frontier_known(), wait_s))
+        frontier = session.frontier
+        assert frontier is not None
+        result.digest = frontier.digest
+        if frontier.logs is not None:
+            result.logs = len(frontier.logs)
+            result.changed = True
+        result.behind = session.behind(local)
+        if on_behind is not None:
+            on_behind(result.behind)
+        if want is None:
+            result.complete = True
+            return result
+        ingest = Ingest(rt.store, dict(rt.genesis), rt.clock)
+        try:
+            async for message in client.events(want):
+                message = session.on_message(message)
+                if isinstance(message, ClubInfo):
+                    await ingest.club(message.id, message.genesis)
+                elif isinstance(message, LogInfo):
+                    await ingest.log(message.id, message.descriptor)
+                elif isinstance(message, Batch):
+                    taken, error = await ingest.run(message.log, message.events)
+                    if advance is not None:
+                        advance(taken)
+                    if error is not None:
+                        raise error
+                elif isinstance(message, Done):
+                    break
+            if session.state is not State.DONE:
+                raise RemoteProtocolError("event stream ended without done", code="truncated")
+        finally:
+            await ingest.aclose()
+            result.added += ingest.added
+            result.already += ingest.already
+            result.forks += len(ingest.forks)
+            if ingest.added or ingest.forks:
+                await rt.refresh()
+        result.behind = session.behind({log: r.head for log, r in rt.logs.items()})
+        if not session.more:
+            # Complete only if we now hold every head the frontier showed.
+            result.complete = result.behind == 0
+            return result
+        known, wait_s = None, 0.0
+
+
+def _with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerStatus:
+    return msgspec.structs.replace(status, last_error=str(exc), last_error_us=now_us, known=None)
+
+
+async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None]) -> None:
+    """Keep in step with one peer until cancelled."""
+    peer = client.peer
+    status = peer.status
+    backoff = BACKOFF_FIRST_S
+    while True:
+        try:
+            result = await sync_round(
+                rt, client, known=status.known, wait_s=LONG_POLL_S if status.known else 0.0
+            )
+        except (PeerUnavailableError, RemoteProtocolError, InvalidEventError) as exc:
+            status = _with_error(status, exc, rt.clock())
+            await rt.store.set_peer_status(peer.club, status)
+            log(f"peer {peer.name}: {exc}")
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            continue
+        backoff = BACKOFF_FIRST_S
+        now = rt.clock()
+        status = msgspec.structs.replace(
+            status,
+            last_contact_us=now,
+            last_sync_us=now if result.complete else status.last_sync_us,
+            logs=result.logs or status.logs,
+            behind=result.behind,
+            received=status.received + result.added,
+            known=result.digest if result.complete else None,
+            last_error="" if result.complete else status.last_error,
+        )
+        if result.changed or result.added:
+            await rt.store.set_peer_status(peer.club, status)
+        if result.added:
+            log(f"peer {peer.name}: received {result.added} events")
+        if result.forks:
+            log(f"peer {peer.name}: FORK detected; the log is frozen, see `federation status`")
+
+
+def peer_log_line(peer: PeerRecord) -> str:
+    return f"{peer.name} ({peer.club.hex()[:12]}) at {peer.url}"
