@@ -41,6 +41,7 @@ class Runtime:
         self.genesis: dict[bytes, Genesis] = {}
         self.genesis_raw: dict[bytes, bytes] = {}
         self.version = 0
+        self.closing = False  # set at shutdown: long-polls answer at once
         self._data_version = -1
 
     async def refresh(self) -> None:
@@ -73,12 +74,21 @@ class Runtime:
             if await self.store.data_version() != self._data_version:
                 await self.refresh()
 
+    async def close(self) -> None:
+        """Wake every waiter for good, so a shutdown never waits out a long-poll."""
+        self.closing = True
+        async with self.changed:
+            self.changed.notify_all()
+
     async def wait_changed(self, version: int, timeout_s: float) -> None:
         """Return once the caches moved past `version`, or after timeout_s."""
+        if self.closing:
+            return
         async with self.changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.version != version), timeout_s
+                    self.changed.wait_for(lambda: self.version != version or self.closing),
+                    timeout_s,
                 )
 
     def active_peers(self) -> frozenset[bytes]:

@@ -102,4 +102,5 @@ async def open_service(
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
     finally:
+        await rt.close()
         await runner.cleanup()

@@ -93,7 +93,7 @@ async def frontier(request: web.Request) -> web.Response:
         version = rt.version
         digest, heads = serve.frontier(rt.heads(rt.visible(requester)).items())
         remaining = deadline - time.monotonic()
-        if digest != known or remaining <= 0:
+        if digest != known or remaining <= 0 or rt.closing:
             break
         await rt.wait_changed(version, remaining)
     body = messages.encode(Frontier(digest, None if digest == known else heads))
