@@ -329,6 +329,8 @@ def decode_request(data: bytes) -> tuple[RequestToken, bytes, bytes]:
     if tag != REQUEST_TAG or version != VERSION:
         raise InvalidEventError("not a request token: wrong tag or version")
     m = data[fixed]
+    if len(data) < fixed + 1 + m + 2 + SIGNATURE_BYTES:
+        raise InvalidEventError("request token length does not match its fields")
     (n,) = struct.unpack_from(">H", data, fixed + 1 + m)
     end = fixed + 1 + m + 2 + n
     if len(data) != end + SIGNATURE_BYTES:

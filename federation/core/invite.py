@@ -37,8 +37,17 @@ class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def check_url(url: str, fingerprint: bytes) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not 0-65535)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("https", "http")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+    ):
         raise UsageError(f"invite address {url!r} must look like https://host:port")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise UsageError("plain http is allowed only on loopback; the invite must use https")
