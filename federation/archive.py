@@ -1,4 +1,4 @@
-"""Export and import of logs as JSON lines (protocol.md §6).
+"""Export and import of logs as JSON lines (protocol.md §8).
 
 One JSON object per line, tagged by "type": a `club` line (its genesis), a `log`
 line (its descriptor), then `event` lines in seq order. Binary values are hex,

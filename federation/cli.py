@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("erase", "drop an event's payload; its signed header stays and still verifies")
     c.add_argument("event", metavar="EVENT", help="event id or a prefix of 8+ hex digits")
 
-    c = cmd("export", "write logs as JSON lines (protocol.md §6)")
+    c = cmd("export", "write logs as JSON lines (protocol.md §8)")
     c.add_argument("--log", help="only this log (name or id prefix)")
     c.add_argument("--audience", help="only logs with this audience")
     c.add_argument("-o", "--output", help="file to write (default: standard output)")

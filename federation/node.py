@@ -6,7 +6,7 @@ asks for the passphrase, and calls core functions for every rule. A node directo
     config.toml     the operator's settings (federation.core.config)
     club.key        the club's signing key, sealed with the passphrase
     recovery.key    the recovery key named in the genesis: move it off this machine
-    tls.crt/.key    the self-signed certificate peers pin (protocol.md §5)
+    tls.crt/.key    the self-signed certificate peers pin (protocol.md §5.3)
     store.sqlite    the logs, forks and projections
 """
 

@@ -1,4 +1,4 @@
-"""Test vectors for protocol.md §2-§3, built deterministically from fixed seeds.
+"""Test vectors for protocol.md §2-§8, built deterministically from fixed seeds.
 
 Every example in protocol.md is a fenced block whose info string is ``vector <type>``
 and whose lines are ``key: value`` (bytes in lowercase hex, integers in decimal,
@@ -10,7 +10,8 @@ federation.core; this module makes them and keeps the parser both sides share.
                                                       replace the blocks in place
 
 Secrets here are public test values: sha256 of a fixed seed text. Key file vectors
-use a fixed salt and nonce, which a real key file must never do (protocol.md §2.3).
+use a fixed salt and nonce, which a real key file must never do (protocol.md §2.3),
+and request tokens a fixed nonce, which a real request must never do (§5.2).
 The key file is sealed by the small ChaCha20-Poly1305 below rather than by
 federation.core.crypto, for two reasons: `crypto.seal` draws a random nonce (as it
 should), and a second implementation of the AEAD written from RFC 8439 is a check
@@ -19,6 +20,7 @@ that §2.3 says enough; the test opens it with federation.core.crypto.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import re
@@ -26,6 +28,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -35,6 +38,9 @@ from federation.core.crypto import SigningKey
 from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.log import default_log_name, descriptor_bytes, format_audience
 from federation.core.payloads import make_payload
+from federation.core.selection import ROSTER_LOG_NAME
+from federation.sync import messages, serve
+from federation.sync.messages import Batch, Frontier, Want, WantLog
 
 INFO_PREFIX = "vector"
 
@@ -69,6 +75,41 @@ REQUIRED: dict[str, frozenset[str]] = {
         ("label", "club", "log", "seq", "ours", "ours_id", "theirs", "theirs_id", "theirs_payload")
     ),
     "keyfile": frozenset(("label", "club", "kdf", "secret", "json")),
+    "invite": frozenset(
+        (
+            "label",
+            "club",
+            "name",
+            "url",
+            "fingerprint",
+            "genesis",
+            "signed",
+            "signature",
+            "json",
+            "text",
+        )
+    ),
+    "request": frozenset(
+        (
+            "label",
+            "sender",
+            "recipient",
+            "time_us",
+            "nonce",
+            "body_hash",
+            "key",
+            "method",
+            "target",
+            "signed",
+            "signature",
+            "authorization",
+            "now_us",
+        )
+    ),
+    "frontier": frozenset(("label", "requester", "digest", "logs", "message")),
+    "want": frozenset(("label", "wants", "message")),
+    "batch": frozenset(("label", "log", "count", "ids", "message", "frame_header")),
+    "export": frozenset(("label", "log", "club_line", "log_line", "event_line_1")),
 }
 OPTIONAL: dict[str, frozenset[str]] = {
     "genesis": frozenset(("recovery_seed", "recovery_key")),
@@ -76,6 +117,12 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "event": frozenset(),
     "fork": frozenset(),
     "keyfile": frozenset(("passphrase", "n", "r", "p", "salt", "nonce", "ciphertext")),
+    "invite": frozenset(),
+    "request": frozenset(("body",)),
+    "frontier": frozenset(("known", "heads")),
+    "want": frozenset(),
+    "batch": frozenset(),
+    "export": frozenset(f"event_line_{i}" for i in range(2, 10)),
 }
 
 
@@ -202,6 +249,13 @@ CLUB_A_SEED = "federation test vector club A"
 CLUB_A_RECOVERY_SEED = "federation test vector club A recovery"
 CLUB_B_SEED = "federation test vector club B"
 PASSPHRASE = "correct horse battery staple"
+CLUB_A_NAME = "Northside Workers' Club"
+CLUB_B_NAME = "Riverside Tenants' Union"
+CLUB_A_URL = "https://northside.example:8401"
+# Stands in for the DER encoding of club A's TLS certificate: the fingerprint is its sha256.
+CERTIFICATE_STAND_IN = b"federation test vector certificate"
+FRONTIER_PATH = "/fed/v1/frontier"
+EVENTS_PATH = "/fed/v1/events"
 
 
 def _us(text: str) -> int:
@@ -248,8 +302,10 @@ def _genesis(label: str, seed: str, recovery_seed: str | None, time: str) -> tup
     return _Club(label, key, genesis, club), Block("genesis", tuple(fields))
 
 
-def _log(label: str, club: bytes, audience: Audience) -> tuple[bytes, Block]:
-    name = default_log_name(audience)
+def _log(
+    label: str, club: bytes, audience: Audience, name: str | None = None
+) -> tuple[bytes, Block]:
+    name = name or default_log_name(audience)
     descriptor = descriptor_bytes(club, name, audience)
     log = canonical.log_id(descriptor)
     codes = {"private": 0, "federation": 1, "public": 2, "clubs": 3}
@@ -427,7 +483,266 @@ def build() -> list[Block]:
             ),
         )
     )
+    blocks += _sync_vectors(a, b, logs, [first, second])
     return blocks
+
+
+def _heads_text(heads: Sequence[messages.LogHead]) -> str:
+    return " ".join(f"{h.log.hex()}:{h.seq}:{h.head.hex()}" for h in heads)
+
+
+def _sync_vectors(
+    a: _Club, b: _Club, logs: dict[str, bytes], public_events: list[VerifiedEvent]
+) -> list[Block]:
+    """The vectors of protocol.md §5-§8: club A's roster and federation logs, an invite,
+    the messages of club B's first round with club A, its request tokens, an export."""
+    roster, roster_block = _log("club A roster log", a.id, Audience("federation"), ROSTER_LOG_NAME)
+    added = sign_event(
+        a.key,
+        club=a.id,
+        log=roster,
+        head=None,
+        time_us=_us("2026-01-05T19:00:00+00:00"),
+        kind=Kind.ROSTER,
+        payload=make_payload(Kind.ROSTER, {"op": "added", "club": b.id.hex(), "name": CLUB_B_NAME}),
+    )
+    bloc = sign_event(
+        a.key,
+        club=a.id,
+        log=logs["federation"],
+        head=None,
+        time_us=_us("2026-01-14T08:00:00+00:00"),
+        kind=Kind.NOTE,
+        payload=make_payload(
+            Kind.NOTE, {"text": "Bloc meets at 6:15 by the north gate; bring the union banner."}
+        ),
+    )
+    blocks = [
+        roster_block,
+        _event("club A roster log seq 1", added),
+        _event("club A federation log seq 1", bloc),
+        _invite(a),
+    ]
+
+    # What club A holds, and what each requester may receive of it (§5.4): club B is in
+    # A's roster, so it sees the federation audience; an unauthenticated reader does not.
+    held = {e.header.log: e for e in (added, bloc, public_events[-1])}
+    views = {
+        "club B": (b.id, [roster, logs["federation"], logs["public"]]),
+        "an unauthenticated requester": (None, [logs["public"]]),
+    }
+    digests: dict[str, bytes] = {}
+    heads_for: dict[str, list[messages.LogHead]] = {}
+    for who, (requester, visible) in views.items():
+        digest, heads = serve.frontier(
+            (log, Head(held[log].header.seq, held[log].id)) for log in visible
+        )
+        digests[who], heads_for[who] = digest, heads
+        blocks.append(
+            Block(
+                "frontier",
+                (
+                    ("label", f"club A's frontier for {who}"),
+                    ("requester", requester.hex() if requester else "none"),
+                    ("digest", digest.hex()),
+                    ("logs", str(len(heads))),
+                    ("heads", _heads_text(heads)),
+                    ("message", messages.encode(Frontier(digest, heads)).hex()),
+                ),
+            )
+        )
+    unchanged = Frontier(digests["club B"], None)
+    blocks.append(
+        Block(
+            "frontier",
+            (
+                ("label", "club A's frontier for club B, unchanged"),
+                ("requester", b.id.hex()),
+                ("known", digests["club B"].hex()),
+                ("digest", digests["club B"].hex()),
+                ("logs", "nil"),
+                ("message", messages.encode(unchanged).hex()),
+            ),
+        )
+    )
+
+    # Club B holds none of these logs: it wants each from the start, descriptor first.
+    want = Want([WantLog(h.log, 0, 0, True) for h in heads_for["club B"]])
+    want_bytes = messages.encode(want)
+    blocks.append(
+        Block(
+            "want",
+            (
+                ("label", "club B wants club A's logs"),
+                (
+                    "wants",
+                    " ".join(
+                        f"{w.log.hex()}:{w.after}:{w.limit}:{str(w.descriptor).lower()}"
+                        for w in want.logs
+                    ),
+                ),
+                ("message", want_bytes.hex()),
+            ),
+        )
+    )
+    batch = Batch(logs["public"], [(e.signed, e.payload) for e in public_events])
+    blocks.append(
+        Block(
+            "batch",
+            (
+                ("label", "club A's public log, seq 1-2"),
+                ("log", logs["public"].hex()),
+                ("count", str(len(public_events))),
+                ("ids", " ".join(e.id.hex() for e in public_events)),
+                ("message", messages.encode(batch).hex()),
+                ("frame_header", messages.frame(batch)[:4].hex()),
+            ),
+        )
+    )
+
+    # Club B's requests to club A: the want above, then a long-poll on the frontier.
+    query = urlencode({"known": digests["club B"].hex(), "wait": "25"})
+    blocks += [
+        _request(
+            "club B asks club A for events",
+            b,
+            a.id,
+            "POST",
+            EVENTS_PATH,
+            want_bytes,
+            "2026-02-01T12:00:00+00:00",
+            "federation test vector request nonce 1",
+        ),
+        _request(
+            "club B long-polls club A's frontier",
+            b,
+            a.id,
+            "GET",
+            f"{FRONTIER_PATH}?{query}",
+            b"",
+            "2026-02-01T12:00:01+00:00",
+            "federation test vector request nonce 2",
+        ),
+        _export(a, logs["public"], public_events),
+    ]
+    return blocks
+
+
+def _invite(club: _Club) -> Block:
+    fingerprint = hashlib.sha256(CERTIFICATE_STAND_IN).digest()
+    signed = canonical.encode_invite(club.id, CLUB_A_NAME, CLUB_A_URL, fingerprint)
+    signature = club.key.sign(signed)
+    body = {
+        "genesis": club.genesis.hex(),
+        "name": CLUB_A_NAME,
+        "url": CLUB_A_URL,
+        "fingerprint": fingerprint.hex(),
+        "signature": signature.hex(),
+    }
+    raw = msgspec.json.encode(body)
+    text = "fedinvite1:" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return Block(
+        "invite",
+        (
+            ("label", f"{club.label} invite"),
+            ("club", club.id.hex()),
+            ("name", CLUB_A_NAME),
+            ("url", CLUB_A_URL),
+            ("fingerprint", fingerprint.hex()),
+            ("genesis", club.genesis.hex()),
+            ("signed", signed.hex()),
+            ("signature", signature.hex()),
+            ("json", raw.decode()),
+            ("text", text),
+        ),
+    )
+
+
+def _request(
+    label: str,
+    sender: _Club,
+    recipient: bytes,
+    method: str,
+    target: str,
+    body: bytes,
+    time: str,
+    nonce_seed: str,
+) -> Block:
+    time_us = _us(time)
+    token = canonical.RequestToken(
+        sender=sender.id,
+        recipient=recipient,
+        time_us=time_us,
+        nonce=hashlib.sha256(nonce_seed.encode()).digest()[: canonical.REQUEST_NONCE_BYTES],
+        body_hash=canonical.sha256(body),
+        key=sender.key.public,
+        method=method,
+        target=target,
+    )
+    signed = canonical.encode_request(token)
+    signature = sender.key.sign(signed)
+    authorization = "Federation " + base64.urlsafe_b64encode(signed + signature).decode()
+    fields: list[tuple[str, str]] = [
+        ("label", label),
+        ("sender", token.sender.hex()),
+        ("recipient", token.recipient.hex()),
+        ("time_us", str(time_us)),
+        ("nonce", token.nonce.hex()),
+        ("body_hash", token.body_hash.hex()),
+        ("key", token.key.hex()),
+        ("method", method),
+        ("target", target),
+    ]
+    if body:
+        fields.append(("body", body.hex()))
+    fields += [
+        ("signed", signed.hex()),
+        ("signature", signature.hex()),
+        ("authorization", authorization),
+        # The recipient's clock when it checks the token: 3 s ahead of the sender's.
+        ("now_us", str(time_us + 3_000_000)),
+    ]
+    return Block("request", tuple(fields))
+
+
+def _export(club: _Club, log: bytes, events: list[VerifiedEvent]) -> Block:
+    """The JSON lines of §8 for one log, written independently of federation.archive."""
+    audience = Audience("public")
+    descriptor = descriptor_bytes(club.id, default_log_name(audience), audience)
+    lines: list[tuple[str, str]] = [
+        ("label", f"{club.label} public log export"),
+        ("log", log.hex()),
+        (
+            "club_line",
+            msgspec.json.encode(
+                {"type": "club", "id": club.id.hex(), "genesis": club.genesis.hex()}
+            ).decode(),
+        ),
+        (
+            "log_line",
+            msgspec.json.encode(
+                {
+                    "type": "log",
+                    "id": log.hex(),
+                    "descriptor": descriptor.hex(),
+                    "name": default_log_name(audience),
+                    "audience": format_audience(audience),
+                }
+            ).decode(),
+        ),
+    ]
+    for i, event in enumerate(events, start=1):
+        assert event.payload is not None
+        line = {
+            "type": "event",
+            "log": log.hex(),
+            "seq": event.header.seq,
+            "id": event.id.hex(),
+            "signed": event.signed.hex(),
+            "payload": base64.b64encode(event.payload).decode(),
+        }
+        lines.append((f"event_line_{i}", msgspec.json.encode(line).decode()))
+    return Block("export", tuple(lines))
 
 
 # --- ChaCha20-Poly1305 (RFC 8439), for the fixed-nonce key file vector only ----------

@@ -32,7 +32,7 @@ class NodeSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The address other clubs use to reach this node, put in invites. Empty: derived
     # from `listen`.
     public_url: str = ""
-    # Plain HTTP instead of TLS: for tests and demos on loopback only (protocol.md §5).
+    # Plain HTTP instead of TLS: for tests and demos on loopback only (protocol.md §5.3).
     plain_http: bool = False
     store: str = "store.sqlite"
 

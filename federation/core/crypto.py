@@ -126,7 +126,7 @@ def random_bytes(n: int) -> bytes:
     return os.urandom(n)
 
 
-# TLS between nodes (protocol.md §5): a self-signed certificate, pinned by the sha256
+# TLS between nodes (protocol.md §5.3): a self-signed certificate, pinned by the sha256
 # of its DER encoding, so no certificate authority is trusted or needed.
 
 

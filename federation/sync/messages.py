@@ -1,4 +1,4 @@
-"""Sync wire messages: one tagged union of frozen msgspec Structs (protocol.md §6).
+"""Sync wire messages: one tagged union of frozen msgspec Structs (protocol.md §6.7).
 
 Messages are MessagePack maps tagged by "t". Event bytes travel as MessagePack
 `bin` exactly as signed and stored (DESIGN principle 1): nothing is re-encoded.
