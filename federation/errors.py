@@ -101,12 +101,27 @@ class LocalProtocolError(FederationError):
 
 
 class RemoteProtocolError(FederationError):
-    """The peer broke the protocol. `code` is the error code to send back (protocol.md §7)."""
+    """The peer broke the protocol. `code` is the error code to send back (protocol.md §7).
+
+    Its words can be the peer's own (an Error frame, msgspec echoing its bytes), and they
+    reach the operator's terminal, the log and the peer status: so both are kept to one
+    bounded line of printable text, whatever the peer sent.
+    """
+
+    MAX_MESSAGE_CHARS = 500
+    MAX_CODE_CHARS = 40
 
     def __init__(self, message: str, *, code: str = "malformed", http_status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(_one_line(message, self.MAX_MESSAGE_CHARS))
+        self.code = _one_line(code, self.MAX_CODE_CHARS)
         self.http_status = http_status
+
+
+def _one_line(text: str, limit: int) -> str:
+    """`text` with every unprintable character (newline, escape) as "?", cut at `limit`."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 class PeerUnavailableError(FederationError):

@@ -102,11 +102,18 @@ async def sync_round(
             result.forks += len(ingest.forks)
             if ingest.added or ingest.forks:
                 await rt.refresh()
-        result.behind = session.behind({log: r.head for log, r in rt.logs.items()})
+        now = {log: r.head for log, r in rt.logs.items()}
+        result.behind = session.behind(now)
         if not session.more:
             # Complete only if we now hold every head the frontier showed.
             result.complete = result.behind == 0
             return result
+        if now == local:
+            # An honest peer says `more` only after a full response; one that says it and
+            # moves no head would hold the round forever (DESIGN principle 13).
+            raise RemoteProtocolError(
+                "peer said it holds more but sent nothing new", code="no_progress"
+            )
         known, wait_s = None, 0.0
 
 

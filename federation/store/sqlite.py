@@ -271,7 +271,7 @@ class SqliteStore:
         self, log: bytes, after_seq: int = 0, limit: int = 1000
     ) -> list[VerifiedEvent]:
         n = await self._log_number(log)
-        if n is None:
+        if n is None or after_seq >= MAX_SEQ:  # past any seq (a peer's want may say so)
             return []
         base = n << SEQ_BITS
         rows = await self._db.execute_fetchall(
@@ -282,7 +282,7 @@ class SqliteStore:
 
     async def raw_events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[RawEvent]:
         n = await self._log_number(log)
-        if n is None:
+        if n is None or after_seq >= MAX_SEQ:  # past any seq (a peer's want may say so)
             return []
         base = n << SEQ_BITS
         rows = await self._db.execute_fetchall(

@@ -9,6 +9,7 @@ its input, authenticates, asks `sync.serve` what to do, and encodes the answer.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -85,7 +86,10 @@ async def frontier(request: web.Request) -> web.Response:
     requester = _authenticate(request, b"")
     try:
         known = bytes.fromhex(request.query.get("known", ""))
-        wait_s = min(max(float(request.query.get("wait", "0")), 0.0), MAX_WAIT_S)
+        wait_s = float(request.query.get("wait", "0"))
+        if not math.isfinite(wait_s):  # nan would never time out: the poll would spin
+            raise ValueError(wait_s)
+        wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
     except ValueError:
         raise RemoteProtocolError("known must be hex and wait a number", code="malformed") from None
     deadline = time.monotonic() + wait_s
