@@ -55,7 +55,8 @@ class Service:
         """Run one follow loop per active peer, adjusting as the peer list changes."""
         async with asyncio.TaskGroup() as group:
             running: dict[bytes, tuple[asyncio.Task[None], bytes]] = {}
-            while True:
+            # Once the runtime closes, wait_changed returns at once: looping on would spin.
+            while not self.rt.closing:
                 version = self.rt.version
                 wanted = {c: p for c, p in self.rt.peers.items() if p.state == "active"}
                 for club, (task, url) in list(running.items()):
@@ -68,6 +69,8 @@ class Service:
                         task = group.create_task(follow_peer(self.rt, self.client(club), log))
                         running[club] = (task, peer.url.encode() + peer.fingerprint)
                 await self.rt.wait_changed(version, 3600)
+            for task, _ in running.values():
+                task.cancel()
 
 
 @contextlib.asynccontextmanager

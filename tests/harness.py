@@ -72,6 +72,14 @@ class Member:
     async def heads(self) -> dict[bytes, int]:
         return {r.id: r.head.seq for r in await self.node.store.logs() if r.head is not None}
 
+    async def stop_following(self) -> None:
+        """Cancel this node's follow loops (its server keeps answering peers)."""
+        if self.follow is not None:
+            self.follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.follow
+            self.follow = None
+
 
 def _recorder(sink: list[bytes]) -> Callable[..., Any]:
     async def on_chunk(
@@ -97,14 +105,13 @@ class Federation:
     ) -> AsyncIterator[Federation]:
         fed = cls()
         async with fed._stack:
-            for name in names:
-                await fed.add(root, name, tls=tls, follow=follow)
-            yield fed
-            for member in fed.members.values():
-                if member.follow is not None:
-                    member.follow.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await member.follow
+            try:
+                for name in names:
+                    await fed.add(root, name, tls=tls, follow=follow)
+                yield fed
+            finally:  # also when the test failed: no follow loop may outlive its service
+                for member in fed.members.values():
+                    await member.stop_following()
 
     async def add(self, root: Path, name: str, *, tls: bool = True, follow: bool = True) -> Member:
         path = root / name
