@@ -60,6 +60,7 @@ class Kind(IntEnum):
 # --- event header (protocol.md §3.1) -------------------------------------------------
 
 _HEADER = struct.Struct(">16sB32s32sQ32sqH32sI32s")
+HEADER_STRUCT = _HEADER  # for the ingest hot path (events.verify_run), read-only
 HEADER_BYTES = _HEADER.size  # 199
 SIGNATURE_BYTES = 64
 SIGNED_HEADER_BYTES = HEADER_BYTES + SIGNATURE_BYTES  # 263

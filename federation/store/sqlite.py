@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -245,46 +246,46 @@ class SqliteStore:
         if not events:
             return
         async with self._transaction() as db:
-            heads: dict[bytes, tuple[int, Head | None]] = {}
-            clubs: dict[bytes, bytes] = {}
+            # log id -> [log number, club, head seq, head id], kept as the batch goes
+            state: dict[bytes, list[Any]] = {}
             rows = []
             for event in events:
-                log = event.header.log
-                if log not in heads:
-                    found = list(
-                        await db.execute_fetchall(
-                            "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?",
-                            (log,),
-                        )
-                    )
-                    if not found:
-                        raise InvalidEventError("unknown log: store its descriptor first", log=log)
-                    n, head_seq, head_id, frozen, descriptor = found[0]
-                    clubs[log] = canonical.decode_log(descriptor).club
-                    if frozen:
-                        raise InvalidEventError(
-                            "log is frozen after a fork", club=event.header.club, log=log
-                        )
-                    heads[log] = (n, Head(head_seq, bytes(head_id)) if head_seq else None)
-                n, head = heads[log]
-                if clubs[log] != event.header.club:
+                h = event.header
+                at = state.get(h.log)
+                if at is None:
+                    at = state[h.log] = await self._append_state(db, event)
+                if h.club != at[1]:
                     raise InvalidEventError(
-                        "event is signed for another club than its log's", log=log
+                        "event is signed for another club than its log's", log=h.log
                     )
-                check_append(head, event)
-                if event.header.seq > MAX_SEQ:
-                    raise InvalidEventError("seq beyond what this store holds", log=log)
-                rows.append(
-                    ((n << SEQ_BITS) | event.header.seq, event.id, event.signed, event.payload)
-                )
-                heads[log] = (n, Head(event.header.seq, event.id))
+                if h.seq != at[2] + 1 or h.prev != at[3]:
+                    check_append(Head(at[2], at[3]) if at[2] else None, event)  # raises
+                if h.seq > MAX_SEQ:
+                    raise InvalidEventError("seq beyond what this store holds", log=h.log)
+                rows.append(((at[0] << SEQ_BITS) | h.seq, event.id, event.signed, event.payload))
+                at[2], at[3] = h.seq, event.id
             await db.executemany(
                 "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows
             )
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
-                [(h.seq, h.id, n) for n, h in heads.values() if h is not None],
+                [(seq, eid, n) for n, _, seq, eid in state.values()],
             )
+
+    async def _append_state(self, db: aiosqlite.Connection, event: VerifiedEvent) -> list[Any]:
+        log = event.header.log
+        found = list(
+            await db.execute_fetchall(
+                "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?", (log,)
+            )
+        )
+        if not found:
+            raise InvalidEventError("unknown log: store its descriptor first", log=log)
+        n, head_seq, head_id, frozen, descriptor = found[0]
+        if frozen:
+            raise InvalidEventError("log is frozen after a fork", club=event.header.club, log=log)
+        club = canonical.decode_log(descriptor).club
+        return [n, club, head_seq, bytes(head_id) if head_seq else canonical.ZERO_HASH]
 
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000
@@ -308,7 +309,7 @@ class SqliteStore:
             "SELECT k, id, signed, payload FROM event WHERE k > ? AND k <= ? ORDER BY k LIMIT ?",
             (base + after_seq, base + MAX_SEQ, limit),
         )
-        return [RawEvent(k & MAX_SEQ, bytes(i), bytes(s), p) for k, i, s, p in rows]
+        return [RawEvent(k & MAX_SEQ, i, s, p) for k, i, s, p in rows]  # BLOBs are bytes
 
     async def event_at(self, log: bytes, seq: int) -> VerifiedEvent | None:
         n = await self._log_number(log)
