@@ -48,6 +48,7 @@ class Ingest:
         self.already = 0
         self.forks: list[ForkError] = []
         self._pending: list[VerifiedEvent] = []
+        self._offered: dict[bytes, bytes] = {}
         self._commit: asyncio.Task[None] | None = None
 
     def authorized(self, club: bytes, key: bytes) -> bool:
@@ -62,10 +63,21 @@ class Ingest:
             await self.store.put_club(club, genesis)
             self.genesis[club] = g
 
+    def offer_club(self, club: bytes, genesis: bytes, *, limit: int) -> None:
+        """A peer's club record: kept aside, and stored only once a log we asked for
+        names that club, so a peer cannot fill our store with clubs nobody uses."""
+        if club in self.genesis:
+            return
+        if len(self._offered) >= limit:
+            raise InvalidEventError("peer offered more clubs than the logs it was asked for")
+        self._offered[club] = genesis
+
     async def log(self, log: bytes, descriptor: bytes) -> None:
         d = canonical.decode_log(descriptor)
         if canonical.log_id(descriptor) != log:
             raise InvalidEventError("log id is not the hash of its descriptor", log=log)
+        if d.club not in self.genesis and d.club in self._offered:
+            await self.club(d.club, self._offered.pop(d.club))
         if d.club not in self.genesis:
             raise InvalidEventError("log of a club whose genesis was not given", log=log)
         if d.audience.kind == "private" and not self.allow_private:

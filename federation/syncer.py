@@ -82,7 +82,7 @@ async def sync_round(
             async for message in client.events(want):
                 message = session.on_message(message)
                 if isinstance(message, ClubInfo):
-                    await ingest.club(message.id, message.genesis)
+                    ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
                 elif isinstance(message, LogInfo):
                     await ingest.log(message.id, message.descriptor)
                 elif isinstance(message, Batch):
