@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("sync", "one sync round with every active peer, or one")
     c.add_argument("peer", metavar="PEER", nargs="?", help="the peer's name or club id prefix")
 
-    cmd("run", "serve peers and the feed, and sync with every peer, until stopped", json=False)
+    cmd("run", "serve peers and sync with every peer, until stopped", json=False)
 
     cmd("rebuild", "recompute campaigns and calendar from nothing")
     cmd("calendar", "the actions in the club's logs, by date")
