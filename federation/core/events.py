@@ -187,21 +187,17 @@ def verify_run(
         seq, prev = f[4], eid
     if not out:
         return out, error
-    if every_signature:
-        for i, event in enumerate(out):
-            try:
-                _check_signature(event.header, event.signed)
-            except InvalidEventError as exc:
-                return out[:i], exc
-        return out, error
-    try:
-        _check_signature(out[-1].header, out[-1].signed)
-    except InvalidEventError:
-        for i, event in enumerate(out):
-            try:
-                _check_signature(event.header, event.signed)
-            except InvalidEventError as exc:
-                return out[:i], exc
+    if not every_signature:
+        try:
+            _check_signature(out[-1].header, out[-1].signed)
+            return out, error
+        except InvalidEventError:
+            pass  # find the valid prefix one by one
+    for i, event in enumerate(out):
+        try:
+            _check_signature(event.header, event.signed)
+        except InvalidEventError as exc:
+            return out[:i], exc
     return out, error
 
 

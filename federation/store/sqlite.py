@@ -290,15 +290,10 @@ class SqliteStore:
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000
     ) -> list[VerifiedEvent]:
-        n = await self._log_number(log)
-        if n is None or after_seq >= MAX_SEQ:  # past any seq (a peer's want may say so)
-            return []
-        base = n << SEQ_BITS
-        rows = await self._db.execute_fetchall(
-            "SELECT signed, id, payload FROM event WHERE k > ? AND k <= ? ORDER BY k LIMIT ?",
-            (base + after_seq, base + MAX_SEQ, limit),
-        )
-        return [_row_event(*r) for r in rows]
+        return [
+            _row_event(r.signed, r.id, r.payload)
+            for r in await self.raw_events(log, after_seq, limit)
+        ]
 
     async def raw_events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[RawEvent]:
         n = await self._log_number(log)
