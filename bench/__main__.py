@@ -1,7 +1,8 @@
 """`python -m bench [NAME...] [--events N] [--runs K]`: one JSON line per benchmark.
 
 Lines go to stdout and nothing else does, so `python -m bench > results.jsonl`
-keeps a clean record; a failed check (BenchError) exits 1 with its reason on stderr.
+keeps a clean record; progress (the sync fixture's setup, each sync run) goes to
+stderr, and a failed check (BenchError) exits 1 with its reason on stderr.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import DEFAULT_EVENTS, DEFAULT_RUNS, BenchError, environment
-from bench.local import BENCHMARKS, Benchmark, Session
+from bench import local, sync
+from bench.common import (
+    DEFAULT_EVENTS,
+    DEFAULT_RUNS,
+    BenchError,
+    JsonValue,
+    Measurement,
+    environment,
+)
+
+NAMES = [*local.BENCHMARKS, *sync.BENCHMARKS]
 
 
 def _positive(text: str) -> int:
@@ -27,19 +37,22 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark signing, SQLite appends and run verification.",
+        description="Benchmark signing, SQLite appends, run verification and sync between nodes.",
     )
     parser.add_argument(
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}",
+        help=f"benchmarks to run (default all): {', '.join(NAMES)}",
     )
     parser.add_argument(
         "--events",
         type=_positive,
-        default=DEFAULT_EVENTS,
-        help="events signed, stored and verified (default %(default)s; append_one: at most 2000)",
+        default=None,
+        help=(
+            f"events signed, stored and verified (default {DEFAULT_EVENTS}; append_one: at "
+            f"most 2000) and synced (default {sync.DEFAULT_SYNC_EVENTS})"
+        ),
     )
     parser.add_argument(
         "--runs",
@@ -47,33 +60,48 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_RUNS,
         help="runs per benchmark; the median is reported (default %(default)s)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="also run sync_ingest once more (not counted) under cProfile, stats to FILE",
+    )
     return parser
 
 
-async def _run(names: Sequence[str], events: int, runs: int) -> None:
+def _print(measurements: list[Measurement], context: dict[str, JsonValue]) -> None:
+    for measurement in measurements:
+        print(measurement.json_line(context), flush=True)
+
+
+async def _run(names: Sequence[str], events: int | None, runs: int, profile: Path | None) -> None:
+    # A benchmark that measures several names (verify, sync_ingest) runs once for all.
     with tempfile.TemporaryDirectory(prefix="federation-bench-") as directory:
         where = Path(directory)
         context = environment(where)
-        session = Session(where, events, runs)
-        done: set[Benchmark] = set()
-        for name in BENCHMARKS:
-            benchmark = BENCHMARKS[name]
-            if name not in names or benchmark in done:
-                continue
-            done.add(benchmark)
-            for measurement in await benchmark(session, names):
-                print(measurement.json_line(context), flush=True)
+        session = local.Session(where, events or DEFAULT_EVENTS, runs)
+        done: set[local.Benchmark] = set()
+        for name, benchmark in local.BENCHMARKS.items():
+            if name in names and benchmark not in done:
+                done.add(benchmark)
+                _print(await benchmark(session, names), context)
+        peers = sync.SyncSession(where, events or sync.DEFAULT_SYNC_EVENTS, runs, profile)
+        sync_done: set[sync.SyncBenchmark] = set()
+        for name, sync_benchmark in sync.BENCHMARKS.items():
+            if name in names and sync_benchmark not in sync_done:
+                sync_done.add(sync_benchmark)
+                _print(await sync_benchmark(peers, names), context)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in BENCHMARKS]
+    unknown = [n for n in args.names if n not in NAMES]
     if unknown:
-        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    names: list[str] = args.names or list(BENCHMARKS)
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    names: list[str] = args.names or NAMES
     try:
-        asyncio.run(_run(names, args.events, args.runs))
+        asyncio.run(_run(names, args.events, args.runs, args.profile))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import os
 import platform
 import sqlite3
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
@@ -30,6 +31,7 @@ from federation.core.events import Head, KeyCheck, VerifiedEvent, sign_event
 from federation.core.log import default_log_name, descriptor_bytes
 from federation.store.sqlite import SqliteStore
 
+_REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EVENTS = 100_000
 DEFAULT_RUNS = 3
 # A node appends what one sync response or one burst of local writes holds; the
@@ -49,6 +51,9 @@ _AUDIENCES = (Audience("private"), Audience("federation"), Audience("public"))
 # Payload text lengths cycle over 64..447 characters: short notes to a paragraph.
 _TEXT_MIN_CHARS = 64
 _TEXT_SPREAD_CHARS = 384
+
+# How the sync benchmarks' nodes talk: as real nodes do, on the loopback interface.
+TLS = "TLS 1.3, pinned certificate, 127.0.0.1"
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 T = TypeVar("T")
@@ -81,11 +86,7 @@ class Workload:
 
     def payloads(self, n: int) -> list[bytes]:
         """n Note payloads, made once: their encoding is not part of any timing."""
-        for i in range(len(self._payloads), n):
-            chars = _TEXT_MIN_CHARS + (i * 37) % _TEXT_SPREAD_CHARS
-            text = (f"note {i}: " + "the branch met and agreed the rota. " * 13)[:chars]
-            # {"text": ...} is the wire form of a Note (federation.core.payloads).
-            self._payloads.append(msgspec.json.encode({"text": text}))
+        self._payloads.extend(note_payload(i) for i in range(len(self._payloads), n))
         return self._payloads[:n]
 
     def sign(self, payloads: Sequence[bytes]) -> list[VerifiedEvent]:
@@ -115,6 +116,14 @@ class Workload:
         for log, descriptor in self.logs:
             await store.put_log(log, descriptor)
         return store
+
+
+def note_payload(i: int) -> bytes:
+    """The i-th bench Note payload: deterministic, 64-447 characters of text."""
+    chars = _TEXT_MIN_CHARS + (i * 37) % _TEXT_SPREAD_CHARS
+    text = (f"note {i}: " + "the branch met and agreed the rota. " * 13)[:chars]
+    # {"text": ...} is the wire form of a Note (federation.core.payloads).
+    return msgspec.json.encode({"text": text})
 
 
 def remove_store(path: Path) -> None:
@@ -156,8 +165,29 @@ def filesystem_of(path: Path) -> str:
     return kind
 
 
+def _git(*args: str) -> str:
+    """Output of a git command in this repository ("" when git or the repository is missing)."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=_REPO, capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.rstrip("\n")
+
+
+def code_version() -> dict[str, JsonValue]:
+    """The commit measured, and the files of the package that differ from it."""
+    changed = _git("status", "--porcelain", "--", "federation").splitlines()
+    return {
+        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        "uncommitted": [line[3:] for line in changed],
+    }
+
+
 def environment(directory: Path) -> dict[str, JsonValue]:
     return {
+        **code_version(),
         "python": platform.python_version(),
         "nproc": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
