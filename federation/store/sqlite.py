@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -115,12 +115,25 @@ class SqliteStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._writing:
-            await self._db.execute("BEGIN IMMEDIATE")
+            # BEGIN, COMMIT and ROLLBACK run to the end even if our task is cancelled
+            # meanwhile: a BEGIN left behind would break every later write on this
+            # connection (a cancelled follow loop must not wedge the node).
+            try:
+                await _to_the_end(self._db.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                if self._db.in_transaction:  # it began after all: end it
+                    await _to_the_end(self._db.execute("ROLLBACK"))
+                raise
             try:
                 yield self._db
-                await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await _to_the_end(self._db.execute("ROLLBACK"))
+                raise
+            try:
+                await _to_the_end(self._db.execute("COMMIT"))
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    await _to_the_end(self._db.execute("ROLLBACK"))
                 raise
 
     async def _write(self, sql: str, parameters: tuple[object, ...]) -> aiosqlite.Cursor:
@@ -445,6 +458,16 @@ class SqliteStore:
 
     async def set_meta(self, key: str, value: bytes) -> None:
         await self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+async def _to_the_end(step: Awaitable[object]) -> None:
+    """Await a database step; if cancelled meanwhile, let it finish, then re-raise."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _prefix_upper(prefix: bytes) -> bytes | None:
