@@ -45,10 +45,16 @@ class Service:
         self.rt = rt
         self.port = port
         self.http = http
+        self.tap: Callable[[bytes], None] | None = None  # see PeerClient
 
     def client(self, club: bytes) -> PeerClient:
         return PeerClient(
-            self.http, self.rt.peers[club], me=self.rt.club, key=self.rt.key, clock=self.rt.clock
+            self.http,
+            self.rt.peers[club],
+            me=self.rt.club,
+            key=self.rt.key,
+            clock=self.rt.clock,
+            tap=self.tap,
         )
 
     async def follow_peers(self, log: Callable[[str], None] = _stderr) -> None:

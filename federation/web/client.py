@@ -8,7 +8,7 @@ a peer that answers wrongly raises RemoteProtocolError.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -37,8 +37,12 @@ class PeerClient:
         me: bytes,
         key: SigningKey,
         clock: Clock,
+        tap: Callable[[bytes], None] | None = None,
     ) -> None:
+        """`tap`, if given, sees every response body byte received (tests check what
+        actually left a peer with it)."""
         self.http = http
+        self.tap = tap
         self.peer = peer
         self.me = me
         self.key = key
@@ -89,6 +93,8 @@ class PeerClient:
                 body = await _read_bounded(response, MAX_MESSAGE_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
+        if self.tap is not None:
+            self.tap(body)
         return _answer(response.status, body)
 
     async def events(self, want: Want) -> AsyncIterator[Message]:
@@ -108,6 +114,8 @@ class PeerClient:
                     _answer(response.status, await _read_bounded(response, MAX_MESSAGE_BYTES))
                 reader = FrameReader()
                 async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
+                    if self.tap is not None:
+                        self.tap(chunk)
                     for message in reader.feed(chunk):
                         yield message
                 if not reader.at_boundary():
