@@ -66,7 +66,7 @@ SIGNATURE_BYTES = 64
 SIGNED_HEADER_BYTES = HEADER_BYTES + SIGNATURE_BYTES  # 263
 
 
-class Header(msgspec.Struct, frozen=True):
+class Header(msgspec.Struct, frozen=True, gc=False):
     """The signed part of an event. `time_us` is a claim (microseconds since the epoch)."""
 
     club: bytes

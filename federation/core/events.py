@@ -30,14 +30,16 @@ from federation.core.crypto import SigningKey, verify_signature
 from federation.errors import InvalidEventError
 
 
-class Head(msgspec.Struct, frozen=True):
+class Head(msgspec.Struct, frozen=True, gc=False):
     """The last event of a log: its seq and its event id."""
 
     seq: int
     id: bytes
 
 
-class VerifiedEvent(msgspec.Struct, frozen=True):
+# gc=False: these hold only bytes, ints and each other, never a cycle, and ingest
+# makes one per event; left to the garbage collector they cost ~15% of ingest.
+class VerifiedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event whose signature, chain position and payload commitment were checked.
 
     `signed` is the exact header + signature bytes as made or received. `payload` is

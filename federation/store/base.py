@@ -23,7 +23,7 @@ from federation.core.canonical import Audience
 from federation.core.events import Head, VerifiedEvent
 
 
-class RawEvent(msgspec.Struct, frozen=True):
+class RawEvent(msgspec.Struct, frozen=True, gc=False):
     """A stored event as bytes, not decoded: what `federation verify` audits."""
 
     seq: int

@@ -32,7 +32,7 @@ MAX_EVENTS_PER_RESPONSE = 250_000
 FRAME_HEADER = struct.Struct(">I")
 
 
-class LogHead(msgspec.Struct, frozen=True, array_like=True):
+class LogHead(msgspec.Struct, frozen=True, array_like=True, gc=False):
     log: bytes
     seq: int
     head: bytes
