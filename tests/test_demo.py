@@ -1,15 +1,25 @@
-"""The demo: every spec in nodes/ decodes strictly, and `make demo` runs start to end."""
+"""The demo: every spec in nodes/ decodes strictly, and `make demo` runs start to end.
+
+The run is real: three `federation run` processes on free ports, peered as nodes/
+says. What it shows is checked again here from the nodes' stores, independently of
+its output: what was relayed, what was not, and that nothing private left a node.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 import os
+import random
 import re
+import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from federation import cli, demo
+from federation import demo
 from federation.errors import ConfigError, UsageError
 from federation.keyfile import PASSPHRASE_ENV
 
@@ -33,6 +43,13 @@ def test_there_are_example_clubs() -> None:
     assert any(post.erase for spec in specs.values() for post in spec.posts)
     audiences = {post.audience for spec in specs.values() for post in spec.posts}
     assert audiences == {"private", "federation", "public"}
+    # The sync scenes: Riverside relays between Northside and Harbour, which do not
+    # federate with each other; Northside posts while the nodes run.
+    assert demo.cast(specs, demo.FEATURED) == demo.Cast(
+        hub="riverside", origin="northside", target="harbour"
+    )
+    assert set(specs["riverside"].club.peers) == {"northside", "harbour"}
+    assert "harbour" not in specs["northside"].club.peers
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
@@ -68,33 +85,208 @@ def test_a_spec_with_a_wrong_field_is_refused(tmp_path: Path, extra: str, where:
         demo.load_spec(path)
 
 
-def test_peers_name_other_specs(tmp_path: Path) -> None:
-    (tmp_path / "a.toml").write_text(
-        MINIMAL.replace('listen = "127.0.0.1:8499"', 'listen = "127.0.0.1:8499"\npeers = ["b"]'),
-        encoding="utf-8",
+def with_peers(port: int, *peers: str) -> str:
+    return MINIMAL.replace(
+        'listen = "127.0.0.1:8499"', f'listen = "127.0.0.1:{port}"\npeers = {list(peers)!r}'
     )
+
+
+def test_peers_name_other_specs(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(with_peers(8499, "b"), encoding="utf-8")
     with pytest.raises(ConfigError, match="peers names 'b'"):
         demo.load_specs(tmp_path)
 
 
-def test_the_demo_runs_and_erases_a_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
-    root = tmp_path / "demo-federation"
-    assert demo.main(["--dir", str(root)]) == 0
-    out = capsys.readouterr().out
-    assert PASSPHRASE_ENV not in os.environ, "the demo restores the environment"
-    assert f"$ federation --node {demo.shown_path(root)}/riverside verify" in out
-    assert "payload       [erased]" in out
-    assert re.search(r"verify ok: \d+ events \(1 erased\)", out)
+def test_peering_is_mutual(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(with_peers(8498, "b"), encoding="utf-8")
+    (tmp_path / "b.toml").write_text(with_peers(8499), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"b\.toml does not name 'a'"):
+        demo.load_specs(tmp_path)
+    (tmp_path / "b.toml").write_text(with_peers(8499, "a"), encoding="utf-8")
+    assert set(demo.load_specs(tmp_path)) == {"a", "b"}
 
-    # Independently of the demo's output: exactly the marked report is erased.
-    assert cli.main(["--node", str(root / "riverside"), "log", "--json"]) == 0
-    events = json.loads(capsys.readouterr().out)
+
+def test_a_post_is_not_both_live_and_erased(tmp_path: Path) -> None:
+    path = tmp_path / "club.toml"
+    path.write_text(MINIMAL + "live = true\nerase = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="both `live` and `erase`"):
+        demo.load_spec(path)
+
+
+def test_base_port_moves_every_club_alike() -> None:
+    specs = demo.load_specs()
+    assert demo.listen_addresses(specs, None) == {
+        name: spec.club.listen for name, spec in specs.items()
+    }
+    moved = demo.listen_addresses(specs, 30000)
+    assert moved == {
+        "riverside": "127.0.0.1:30000",
+        "northside": "127.0.0.1:30001",
+        "harbour": "127.0.0.1:30002",
+    }
+    with pytest.raises(UsageError, match="--base-port 65535"):
+        demo.listen_addresses(specs, 65535)
+
+
+# --- one real run of the demo, shared by the tests below ---------------------------
+
+
+def free_base_port(count: int = 3) -> int:
+    """The first of `count` free consecutive ports, below the usual ephemeral range
+    (where the nodes' own outgoing connections take ports). Not seeded: test runs in
+    parallel must not all try the same ports."""
+    pick = random.SystemRandom()
+    for _ in range(100):
+        base = pick.randrange(20000, 32000 - count)
+        if all(demo.port_free("127.0.0.1", base + i) for i in range(count)):
+            return base
+    raise AssertionError("no free ports for the demo's nodes")
+
+
+@dataclass
+class DemoRun:
+    root: Path
+    base_port: int
+    code: int
+    out: str
+    err: str
+    clubs: dict[str, str]  # spec name -> club id
+
+    def log(self, name: str, *args: str) -> list[dict[str, Any]]:
+        """`federation log --json` on one node: what its store holds."""
+        events: list[dict[str, Any]] = demo.query(
+            "--node", str(self.root / name), "log", "--limit", "100000", *args, "--json"
+        )
+        return events
+
+    def texts(self, name: str, club: str) -> set[str]:
+        """Every text field of the payloads one node holds from one club."""
+        return {
+            value
+            for e in self.log(name, "--club", self.clubs[club])
+            for value in (e["payload"] or {}).values()
+            if isinstance(value, str)
+        }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    root = tmp_path_factory.mktemp("demo") / "demo-federation"
+    base = free_base_port()
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        mp.delenv(PASSPHRASE_ENV, raising=False)
+        code = demo.main(["--dir", str(root), "--no-wait", "--base-port", str(base)])
+        assert PASSPHRASE_ENV not in os.environ, "the demo restores the environment"
+    clubs = {}
+    if code == 0:
+        for name in demo.load_specs():
+            clubs[name] = demo.query("--node", str(root / name), "status", "--json")["club"]
+    return DemoRun(root, base, code, out.getvalue(), err.getvalue(), clubs)
+
+
+def test_the_demo_runs_every_step(run: DemoRun) -> None:
+    assert run.code == 0, run.err
+    out, node = run.out, demo.shown_path(run.root)
+    for step in (
+        f"$ federation --node {node}/riverside init",
+        f'$ federation --node {node}/riverside peers add "$(federation --node {node}/northside '
+        "invite)",
+        f"$ federation --node {node}/riverside run 2> {node}/riverside/run.log &",
+        f"$ federation --node {node}/northside post note --audience federation",
+        f"$ federation --node {node}/harbour log --club {run.clubs['northside'][:12]} --kind note",
+        f"$ federation --node {node}/riverside status",
+        f"$ federation --node {node}/harbour peers list",
+        f"$ federation --node {node}/riverside verify",
+        f"$ federation --node {node}/harbour campaigns",
+    ):
+        assert step in out
+    assert "fedinvite1:" in out
+    assert "characters)" in out  # invites are shortened on screen
+    assert "payload       [erased]" in out
+    assert re.search(r"verify ok: \d+ events \(1 erased\) in \d+ logs of 3 clubs", out)
+    assert "Done in" in out
+    assert "Press Ctrl-C" not in out  # --no-wait
+
+
+def test_the_nodes_ran_and_are_stopped(run: DemoRun) -> None:
+    assert run.code == 0, run.err
+    for i, name in enumerate(("riverside", "northside", "harbour")):
+        log = (run.root / name / demo.RUN_LOG).read_text(encoding="utf-8")
+        assert f"serving on https://127.0.0.1:{run.base_port + i}" in log
+        assert demo.port_free("127.0.0.1", run.base_port + i), "the demo stopped the node"
+        assert "Traceback" not in log
+
+
+def test_the_hub_receives_the_live_posts(run: DemoRun) -> None:
+    live = [p for p in demo.load_specs()["northside"].posts if p.live]
+    assert {p.audience for p in live} == {"public", "federation"}
+    held = run.texts("riverside", "northside")
+    for post in live:
+        assert post.text in held
+
+
+def test_a_relay_passes_on_public_events_only_where_the_roster_allows(run: DemoRun) -> None:
+    specs = demo.load_specs()
+    live = [p for p in specs["northside"].posts if p.live]
+    public = [p for p in live if p.audience == "public"]
+    federation = [p for p in live if p.audience == "federation"]
+    assert public
+    assert federation
+    # Harbour federates with Riverside only: it gets Northside's public events through
+    # Riverside, and none of Northside's federation logs (its roster names Riverside).
+    at_harbour = run.log("harbour", "--club", run.clubs["northside"])
+    assert {e["audience"] for e in at_harbour} == {"public"}
+    assert {e["payload"]["what"] for e in at_harbour if e["kind"] == "action"} >= {
+        p.what for p in public if isinstance(p, demo.ActionPost)
+    }
+    assert not any(e["kind"] == "note" for e in at_harbour)
+    # The other way round too: Northside gets Harbour's public events, not its roster.
+    at_northside = run.log("northside", "--club", run.clubs["harbour"])
+    assert at_northside
+    assert {e["audience"] for e in at_northside} == {"public"}
+    # And Riverside, a peer of both, gets the federation logs of each.
+    for origin in ("northside", "harbour"):
+        logs = {e["log_name"] for e in run.log("riverside", "--club", run.clubs[origin])}
+        assert "roster" in logs
+
+
+def test_no_private_event_left_its_club(run: DemoRun) -> None:
+    for name, club in run.clubs.items():
+        events = run.log(name)
+        assert all(e["club"] == club for e in events if e["audience"] == "private")
+        assert all(e["club"] == club for e in events if e["kind"] == "report")
+        for other in run.clubs:
+            if other != name:
+                assert not [e for e in run.log(other, "--club", club) if e["audience"] == "private"]
+
+
+def test_the_marked_report_is_erased(run: DemoRun) -> None:
+    events = run.log("riverside", "--club", run.clubs["riverside"])
     erased = [(e["log_name"], e["kind"]) for e in events if e["erased"]]
     assert erased == [("private", "report")]
     assert {e["audience"] for e in events} == {"private", "federation", "public"}
+
+
+def test_a_busy_port_stops_the_demo_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = free_base_port()
+    root = tmp_path / "demo-federation"
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", base + 1))
+        busy.listen()
+        assert demo.main(["--dir", str(root), "--no-wait", "--base-port", str(base)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"port {base + 1} " in line
+    assert "already in use" in line
+    assert "--base-port" in line
+    assert not root.exists(), "nothing is made when a port is taken"
 
 
 def test_a_rerun_replaces_the_demo_but_keep_refuses(
@@ -107,7 +299,7 @@ def test_a_rerun_replaces_the_demo_but_keep_refuses(
     assert sorted(p.name for p in root.iterdir()) == [demo.MARKER]
     with pytest.raises(UsageError, match="without --keep"):
         demo.prepare(root, keep=True)
-    assert demo.main(["--dir", str(root), "--keep"]) == 1
+    assert demo.main(["--dir", str(root), "--keep", "--base-port", str(free_base_port())]) == 1
     assert "make clean" in capsys.readouterr().err
 
 
