@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,11 @@ async def cmd_run(args: argparse.Namespace) -> Output:
             file=sys.stderr,
             flush=True,
         )
+        # A service manager stops the node with SIGTERM: stop as cleanly as on Ctrl-C.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await service.follow_peers()
+    print("federation: stopped", file=sys.stderr, flush=True)
     return Output({}, [])
