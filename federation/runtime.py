@@ -53,7 +53,7 @@ class Runtime:
         self.logs = {r.id: r for r in await self.store.logs()}
         self.peers = {p.club: p for p in await self.store.peers()}
         rosters: dict[bytes, Roster] = {}
-        for club in self.genesis:
+        for club in list(self.genesis):  # shared with the node: peers.add may add to it
             log = roster_log_id(club)
             if log in self.logs:
                 roster: set[bytes] = set()
@@ -84,12 +84,12 @@ class Runtime:
         """Return once the caches moved past `version`, or after timeout_s."""
         if self.closing:
             return
-        async with self.changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.changed.wait_for(lambda: self.version != version or self.closing),
-                    timeout_s,
-                )
+        # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a cancellation that
+        # arrives as the condition is notified, and a follow loop cancelled at shutdown
+        # would then wait on for an hour.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s), self.changed:
+                await self.changed.wait_for(lambda: self.version != version or self.closing)
 
     def active_peers(self) -> frozenset[bytes]:
         return frozenset(c for c, p in self.peers.items() if p.state == "active")
