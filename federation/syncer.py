@@ -63,7 +63,7 @@ async def sync_round(
     result = RoundResult()
     while True:
         local = {log: r.head for log, r in rt.logs.items()}
-        session = Session(local, known)
+        session = Session(local, known, frozen={log for log, r in rt.logs.items() if r.frozen})
         want = session.on_frontier(await client.frontier(session.frontier_known(), wait_s))
         frontier = session.frontier
         assert frontier is not None

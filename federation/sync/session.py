@@ -12,7 +12,7 @@ the shell's: after it verified and stored a batch it reports the new head with
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import Enum
 
 from federation.core.events import Head
@@ -39,11 +39,18 @@ class State(Enum):
 
 
 class Session:
-    def __init__(self, local: Mapping[bytes, Head | None], known: bytes | None) -> None:
+    def __init__(
+        self,
+        local: Mapping[bytes, Head | None],
+        known: bytes | None,
+        frozen: Collection[bytes] = (),
+    ) -> None:
         """`local`: the heads of the logs we hold; `known`: the digest of this peer's
-        frontier after our last complete round with it (None: never, or not complete)."""
+        frontier after our last complete round with it (None: never, or not complete);
+        `frozen`: our forked logs, which take nothing more (protocol.md §3.6)."""
         self.state = State.START
         self._local = local
+        self._frozen = frozenset(frozen)
         self.known = known
         self.frontier: Frontier | None = None
         self.wanted: dict[bytes, WantLog] = {}
@@ -84,6 +91,10 @@ class Session:
                 raise RemoteProtocolError("frontier lists a log twice or a bad head")
             self.target[entry.log] = entry.seq
             ours = self._local.get(entry.log)
+            if entry.log in self._frozen:
+                # Asking would fail every round, and with it every log after this one
+                # in the stream: a fork freezes its log, not the sync (protocol.md §3.6).
+                continue
             if ours is None:
                 want = WantLog(entry.log, 0, 0, True)
             elif entry.seq > ours.seq:
@@ -137,6 +148,8 @@ class Session:
         """How many events the peer's frontier holds that `local` does not."""
         total = 0
         for log, seq in self.target.items():
+            if log in self._frozen:
+                continue  # we take no more of it: waiting for it would never end
             head = local.get(log)
             total += max(0, seq - (head.seq if head else 0))
         return total
