@@ -89,15 +89,22 @@ def _parser() -> argparse.ArgumentParser:
 
     c = cmd("peers", "the clubs this club federates with")
     peer_sub = c.add_subparsers(dest="peers_command", metavar="ACTION", parser_class=_Parser)
-    peer_sub.add_parser("list", help="each peer with its sync status")
-    a = peer_sub.add_parser("add", help="federate with the club of an invite")
+
+    def peer_action(name: str, help: str) -> argparse.ArgumentParser:
+        a = peer_sub.add_parser(name, help=help)
+        # `peers list --json` as well as `peers --json list`; SUPPRESS keeps the latter's.
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        return a
+
+    peer_action("list", "each peer with its sync status")
+    a = peer_action("add", "federate with the club of an invite")
     a.add_argument("invite", metavar="INVITE")
     for action, text in (
         ("pause", "stop syncing with a peer for now"),
         ("resume", "sync with a paused peer again"),
         ("remove", "stop federating with a peer (signed into the roster)"),
     ):
-        a = peer_sub.add_parser(action, help=text)
+        a = peer_action(action, text)
         a.add_argument("peer", metavar="PEER", help="the peer's name or club id prefix")
 
     c = cmd("sync", "one sync round with every active peer, or one")

@@ -243,9 +243,13 @@ async def cmd_show(args: argparse.Namespace) -> Output:
 
 
 async def cmd_status(args: argparse.Namespace) -> Output:
+    # peer_commands builds on this module; importing it here avoids the cycle.
+    from federation.peer_commands import peer_json, peer_lines
+
     async with await Node.open(Path(args.node)) as node:
         logs = await node.store.logs()
         forks = await node.store.forks()
+        peer_list = await node.store.peers()
         count = await node.store.count_events()
         encrypted = node.key_encrypted
         data = {
@@ -268,6 +272,7 @@ async def cmd_status(args: argparse.Namespace) -> Output:
                 for r in logs
             ],
             "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks],
+            "peers": [peer_json(p) for p in peer_list],  # per-peer sync status (DESIGN 12)
         }
     lines = [
         f"club     {node.config.club.name}  {node.club.hex()}",
@@ -283,6 +288,7 @@ async def cmd_status(args: argparse.Namespace) -> Output:
             f"  {r.name:20} {audience:20} {owner:12} seq {r.head.seq if r.head else 0}{mark}"
         )
     lines += [f"fork: {audit.describe_fork(f)}" for f in forks]
+    lines += ["peers:", *peer_lines(peer_list, node.clock())]
     return Output(data, lines)
 
 
