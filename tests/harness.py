@@ -7,7 +7,9 @@
 
 Each member runs the real service (peer API + follow loops). Keys are stored
 unencrypted (init with passphrase None) so tests do not pay scrypt per node.
-`record` captures every response body a node's client receives, for privacy tests.
+Every response body a node's client receives is captured (`received`, chunk by
+chunk, and `responses`, whole and by path), for privacy tests. A member can be
+stopped and started again on its directory and port (`stop`, `start`, `restart`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from federation import peers
 from federation.core.canonical import Kind
@@ -32,6 +35,17 @@ from federation.service import Service, open_service
 WAIT_S = 10.0
 
 
+class Response:
+    """One response this node's client received: its request and its whole body."""
+
+    def __init__(self, method: str, url: URL) -> None:
+        self.method = method
+        self.url = url
+        self.path = url.path
+        self.port = url.port  # which member answered
+        self.body = bytearray()
+
+
 class Member:
     def __init__(self, name: str, node: Node, service: Service, tls: bool) -> None:
         self.name = name
@@ -39,8 +53,18 @@ class Member:
         self.service = service
         self.tls = tls
         self.received: list[bytes] = []  # response bodies this node's client received
+        self.responses: list[Response] = []  # the same, one whole body per response
         self.log_lines: list[str] = []
         self.follow: asyncio.Task[None] | None = None
+        self.stack = contextlib.AsyncExitStack()  # closes the node: see Federation.stop
+
+    @property
+    def root(self) -> Path:
+        return self.node.paths.root
+
+    @property
+    def port(self) -> int:
+        return self.service.port
 
     @property
     def club(self) -> bytes:
@@ -72,6 +96,27 @@ class Member:
     async def heads(self) -> dict[bytes, int]:
         return {r.id: r.head.seq for r in await self.node.store.logs() if r.head is not None}
 
+    async def refresh(self) -> None:
+        """Reload the running node's caches after writing to its store in the test."""
+        await self.service.rt.refresh()
+
+    async def add_peer(self, other: Member) -> None:
+        """This club adds the other from its invite (one way only)."""
+        await peers.add(self.node, await other.invite())
+        await self.refresh()
+
+    def check_follow(self) -> None:
+        """Fail at once if the follow loops died (they must survive anything a peer does)."""
+        if self.follow is not None and self.follow.done() and not self.follow.cancelled():
+            error = self.follow.exception()
+            if error is not None:
+                raise AssertionError(f"{self.name}: follow loops crashed: {error!r}") from error
+
+    def start_following(self) -> None:
+        """Run this node's follow loops (as `federation run` does)."""
+        assert self.follow is None, f"{self.name} is following already"
+        self.follow = asyncio.create_task(self.service.follow_peers(self.log_lines.append))
+
     async def stop_following(self) -> None:
         """Cancel this node's follow loops (its server keeps answering peers)."""
         if self.follow is not None:
@@ -81,13 +126,25 @@ class Member:
             self.follow = None
 
 
-def _recorder(sink: list[bytes]) -> Callable[..., Any]:
+def _recorder(member: Member) -> aiohttp.TraceConfig:
+    """Record what this node receives from peers: the bytes on the wire, decrypted."""
+
+    async def on_start(
+        session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        context.response = Response(params.method, params.url)
+        member.responses.append(context.response)
+
     async def on_chunk(
         session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
     ) -> None:
-        sink.append(bytes(params.chunk))
+        member.received.append(bytes(params.chunk))
+        context.response.body += params.chunk
 
-    return on_chunk
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    trace.on_response_chunk_received.append(on_chunk)
+    return trace
 
 
 class Federation:
@@ -118,18 +175,39 @@ class Federation:
         await init_node(
             path, name=f"Club {name}", listen="127.0.0.1:0", passphrase=None, plain_http=not tls
         )
-        node = await self._stack.enter_async_context(await Node.open(path))
-        service = await self._stack.enter_async_context(open_service(node, port=0))
-        member = Member(name, node, service, tls)
-        # Record what this node receives from peers: the bytes on the wire, decrypted.
-        trace = aiohttp.TraceConfig()
-        trace.on_response_chunk_received.append(_recorder(member.received))
-        recording = aiohttp.ClientSession(trace_configs=[trace])
-        service.http = await self._stack.enter_async_context(recording)
+        return await self.start(path, name, follow=follow)
+
+    async def start(self, path: Path, name: str, *, port: int = 0, follow: bool = True) -> Member:
+        """Open the node in `path` and run it as member `name` (port 0: any free port)."""
+        stack = contextlib.AsyncExitStack()
+        self._stack.push_async_callback(stack.aclose)  # a no-op once stopped
+        async with contextlib.AsyncExitStack() as on_error:
+            on_error.push_async_callback(stack.aclose)
+            node = await stack.enter_async_context(await Node.open(path))
+            service = await stack.enter_async_context(open_service(node, port=port))
+            member = Member(name, node, service, not node.config.node.plain_http)
+            member.stack = stack
+            recording = aiohttp.ClientSession(trace_configs=[_recorder(member)])
+            service.http = await stack.enter_async_context(recording)
+            on_error.pop_all()
         if follow:
-            member.follow = asyncio.create_task(service.follow_peers(member.log_lines.append))
+            member.start_following()
         self.members[name] = member
         return member
+
+    async def stop(self, name: str) -> Member:
+        """Stop a member as a shut-down node stops: follow loops, server, store."""
+        member = self[name]
+        await member.stop_following()
+        await member.stack.aclose()
+        return member
+
+    async def restart(self, name: str, *, follow: bool = True) -> Member:
+        """Stop a member (if running) and start a new one on its directory and port."""
+        old = self[name]
+        if old.follow is not None or not old.service.rt.closing:
+            await self.stop(name)
+        return await self.start(old.root, name, port=old.port, follow=follow)
 
     async def federate(self, a: str, b: str) -> None:
         """Each club adds the other from its invite (federation is mutual and chosen)."""
@@ -145,6 +223,8 @@ class Federation:
         """Poll an async or sync condition until true; fail the test after timeout_s."""
         deadline = time.monotonic() + timeout_s
         while True:
+            for member in self.members.values():
+                member.check_follow()
             value = condition()
             if asyncio.iscoroutine(value):
                 value = await value
