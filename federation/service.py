@@ -20,7 +20,7 @@ from federation.core.config import parse_listen
 from federation.node import Node
 from federation.runtime import Runtime
 from federation.syncer import follow_peer
-from federation.web.client import PeerClient
+from federation.web.client import PeerClient, Tap
 from federation.web.peer_api import make_app
 
 # Keep-alive connections to peers: one long-poll and one stream each, at most.
@@ -45,7 +45,7 @@ class Service:
         self.rt = rt
         self.port = port
         self.http = http
-        self.tap: Callable[[bytes], None] | None = None  # see PeerClient
+        self.tap: Tap | None = None  # see PeerClient
 
     def client(self, club: bytes) -> PeerClient:
         return PeerClient(

@@ -26,6 +26,7 @@ from federation.web.peer_api import CONTENT_TYPE, EVENTS_PATH, FRONTIER_PATH
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 READ_CHUNK_BYTES = 256 * 1024
+Tap = Callable[[str, bytes], None]
 
 
 class PeerClient:
@@ -37,10 +38,10 @@ class PeerClient:
         me: bytes,
         key: SigningKey,
         clock: Clock,
-        tap: Callable[[bytes], None] | None = None,
+        tap: Tap | None = None,
     ) -> None:
-        """`tap`, if given, sees every response body byte received (tests check what
-        actually left a peer with it)."""
+        """`tap`, if given, sees every response body byte received, as (url, chunk),
+        with an empty chunk when a response starts (tests check what left a peer)."""
         self.http = http
         self.tap = tap
         self.peer = peer
@@ -94,7 +95,8 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
         if self.tap is not None:
-            self.tap(body)
+            self.tap(self.base + target, b"")
+            self.tap(self.base + target, body)
         return _answer(response.status, body)
 
     async def events(self, want: Want) -> AsyncIterator[Message]:
@@ -113,9 +115,11 @@ class PeerClient:
                 if response.status != 200:
                     _answer(response.status, await _read_bounded(response, MAX_MESSAGE_BYTES))
                 reader = FrameReader()
+                if self.tap is not None:
+                    self.tap(self.base + EVENTS_PATH, b"")
                 async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
                     if self.tap is not None:
-                        self.tap(chunk)
+                        self.tap(self.base + EVENTS_PATH, chunk)
                     for message in reader.feed(chunk):
                         yield message
                 if not reader.at_boundary():

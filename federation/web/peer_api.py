@@ -17,6 +17,7 @@ from aiohttp import web
 
 from federation.errors import RemoteProtocolError
 from federation.runtime import Runtime
+from federation.store.base import LogRecord
 from federation.sync import auth, messages, serve
 from federation.sync.messages import (
     BATCH_MAX_BYTES,
@@ -29,6 +30,7 @@ from federation.sync.messages import (
     Frontier,
     LogInfo,
     Want,
+    WantLog,
 )
 
 INFO_PATH = "/fed/v1/info"
@@ -127,40 +129,54 @@ async def events(request: web.Request) -> web.StreamResponse:
     async with streams:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
         await response.prepare(request)
-        sent_clubs: set[bytes] = set()
-        total = 0
-        for entry in plan:
-            record = visible[entry.log]
-            if entry.descriptor:
-                if record.club not in sent_clubs:
-                    sent_clubs.add(record.club)
-                    genesis = rt.genesis_raw[record.club]
-                    await response.write(messages.frame(ClubInfo(record.club, genesis)))
-                await response.write(messages.frame(LogInfo(record.id, record.descriptor)))
-            after = entry.after
-            left = entry.limit or (1 << 62)
-            while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
-                page = await rt.store.raw_events(entry.log, after, min(BATCH_MAX_EVENTS, left))
-                if not page:
-                    break
-                batch: list[tuple[bytes, bytes | None]] = []
-                size = 0
-                for raw in page:
-                    batch.append((raw.signed, raw.payload))
-                    size += len(raw.signed) + len(raw.payload or b"")
-                    if size >= BATCH_MAX_BYTES:
-                        break
-                await response.write(messages.frame(Batch(entry.log, batch)))
-                after = page[len(batch) - 1].seq
-                left -= len(batch)
-                total += len(batch)
-            if total >= MAX_EVENTS_PER_RESPONSE:
-                await response.write(messages.frame(Done(more=True)))
-                break
-        else:
-            await response.write(messages.frame(Done()))
-        await response.write_eof()
+        try:
+            await _stream(rt, response, plan, visible)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the peer went away mid-stream; it resumes from its heads next round
         return response
+
+
+async def _stream(
+    rt: Runtime,
+    response: web.StreamResponse,
+    plan: list[WantLog],
+    visible: dict[bytes, LogRecord],
+) -> None:
+    """Write the planned logs as frames: club and log records first where asked for,
+    batches of events, then Done (more=True once the response limit is reached)."""
+    sent_clubs: set[bytes] = set()
+    total = 0
+    for entry in plan:
+        record = visible[entry.log]
+        if entry.descriptor:
+            if record.club not in sent_clubs:
+                sent_clubs.add(record.club)
+                genesis = rt.genesis_raw[record.club]
+                await response.write(messages.frame(ClubInfo(record.club, genesis)))
+            await response.write(messages.frame(LogInfo(record.id, record.descriptor)))
+        after = entry.after
+        left = entry.limit or (1 << 62)
+        while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
+            page = await rt.store.raw_events(entry.log, after, min(BATCH_MAX_EVENTS, left))
+            if not page:
+                break
+            batch: list[tuple[bytes, bytes | None]] = []
+            size = 0
+            for raw in page:
+                batch.append((raw.signed, raw.payload))
+                size += len(raw.signed) + len(raw.payload or b"")
+                if size >= BATCH_MAX_BYTES:
+                    break
+            await response.write(messages.frame(Batch(entry.log, batch)))
+            after = page[len(batch) - 1].seq
+            left -= len(batch)
+            total += len(batch)
+        if total >= MAX_EVENTS_PER_RESPONSE:
+            await response.write(messages.frame(Done(more=True)))
+            break
+    else:
+        await response.write(messages.frame(Done()))
 
 
 def make_app(rt: Runtime) -> web.Application:

@@ -355,6 +355,10 @@ async def test_nothing_private_crosses_the_boundary(tmp_path: Path) -> None:
             # The chunks as they came, and each response whole (chunks of concurrent
             # responses interleave, so a marker could straddle two in the first).
             wire = b"".join(member.received) + b"\0".join(bytes(r.body) for r in member.responses)
+            # The recording works: what others shared publicly is in it (a recorder that
+            # records nothing would make the checks below pass without checking).
+            for other in others:
+                assert f"{other} to everyone".encode() in wire, f"{name} recorded nothing"
             for marker in markers:
                 assert marker not in on_disk, f"{name}'s store holds {marker[:40]!r}"
                 assert marker not in wire, f"{name} received {marker[:40]!r}"
