@@ -25,6 +25,8 @@ async def test_relay_follows_the_origin_audience(tmp_path: Path) -> None:
         await fed.wait_for(b_has_shared, what="b to receive a's federation note")
         await fed.wait_for(c_has_public, what="c to receive a's public note through b")
         assert shared.payload not in await fed["c"].payloads()  # c is not in a's roster
+        assert public.payload is not None
+        assert any(public.payload in body for body in fed["c"].received)  # recording works
         for name in ("b", "c"):
             assert secret.payload not in await fed[name].payloads()
             assert secret.payload is not None
