@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the key unencrypted (unattended servers only: a seized disk gives it away)",
     )
+    c.add_argument(
+        "--passphrase-file",
+        help="read the passphrase from this file, now and whenever the node starts (unattended)",
+    )
     c.add_argument("--plain-http", action="store_true", help="serve plain HTTP (loopback only)")
 
     c = cmd("post", "sign an event into one of the club's logs")

@@ -68,12 +68,22 @@ async def cmd_init(args: argparse.Namespace) -> Output:
             f"{root / 'club.key'} can sign as your club",
             file=sys.stderr,
         )
+    elif args.passphrase_file:
+        try:
+            passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.passphrase_file}: {exc.strerror}") from None
     elif PASSPHRASE_ENV in os.environ:
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     else:
         passphrase = prompt_passphrase(confirm=True)
     club = await init_node(
-        root, name=args.name, listen=args.listen, passphrase=passphrase, plain_http=args.plain_http
+        root,
+        name=args.name,
+        listen=args.listen,
+        passphrase=passphrase,
+        plain_http=args.plain_http,
+        passphrase_file=str(Path(args.passphrase_file).resolve()) if args.passphrase_file else "",
     )
     lines = [
         club.hex(),

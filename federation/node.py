@@ -126,9 +126,11 @@ async def init_node(
     listen: str,
     passphrase: bytes | None,
     plain_http: bool = False,
+    passphrase_file: str = "",
     clock: Clock = system_clock,
 ) -> bytes:
-    """Create a node directory for a new club; returns the club id. Never overwrites."""
+    """Create a node directory for a new club; returns the club id. Never overwrites.
+    `passphrase_file`: where the running node will read the passphrase (unattended)."""
     paths = NodePaths(root)
     # Every file init writes: finding any (even from an unfinished init) means stop, since
     # the key files are created exclusively and must never be overwritten.
@@ -149,8 +151,9 @@ async def init_node(
         name,
         club.hex(),
         listen,
-        passphrase="none" if passphrase is None else "prompt",
+        passphrase="none" if passphrase is None else "file" if passphrase_file else "prompt",
         plain_http=plain_http,
+        passphrase_file=passphrase_file,
     )
     parse_config(text)  # what we write must be what we read
     root.mkdir(parents=True, exist_ok=True)

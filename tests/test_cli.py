@@ -619,3 +619,21 @@ def test_exit_codes_of_a_real_process(tmp_path: Path, filled: Filled) -> None:
     assert missing.code == 2
     assert "no node at" in missing.error_line
     assert "Traceback" not in missing.err
+
+
+def test_init_with_a_passphrase_file_runs_unattended(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unattended server: the passphrase comes from a file, at init and afterwards."""
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    secret = tmp_path / "passphrase"
+    secret.write_text("a passphrase kept in a file\n")
+    node = tmp_path / "node"
+    ok(cli(capsys, node, "init", "--name", "Unattended", "--passphrase-file", str(secret)))
+    assert 'passphrase = "file"' in (node / "config.toml").read_text()
+    posted = ok(cli(capsys, node, "post", "note", "--text", "no prompt", "--json")).json()
+    assert posted["payload"] == {"text": "no prompt"}
+    secret.write_text("the wrong passphrase\n")
+    refused = cli(capsys, node, "post", "note", "--text", "refused")
+    assert refused.code == 1
+    assert "wrong passphrase" in refused.err

@@ -101,7 +101,15 @@ def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
     return config
 
 
-def render_config(name: str, club: str, listen: str, *, passphrase: str, plain_http: bool) -> str:
+def render_config(
+    name: str,
+    club: str,
+    listen: str,
+    *,
+    passphrase: str,
+    plain_http: bool,
+    passphrase_file: str = "",
+) -> str:
     """The config file `federation init` writes, with comments for the operator."""
     quoted = msgspec.json.encode(name).decode()  # a JSON string is a valid TOML basic string
     return (
@@ -119,4 +127,9 @@ def render_config(name: str, club: str, listen: str, *, passphrase: str, plain_h
         'file = "club.key"\n'
         "# prompt (or FEDERATION_PASSPHRASE), file (passphrase_file), none (unencrypted)\n"
         f'passphrase = "{passphrase}"\n'
+        + (
+            f"passphrase_file = {msgspec.json.encode(passphrase_file).decode()}\n"
+            if passphrase_file
+            else ""
+        )
     )
