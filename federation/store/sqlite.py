@@ -34,6 +34,12 @@ from federation.store.base import (
 # Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
 SEQ_BITS = 40
 MAX_SEQ = (1 << SEQ_BITS) - 1
+# Page cache per connection: a sync's batch of 20,000 events and the B-tree pages it
+# touches fit, so a commit does not write and re-read pages mid-transaction.
+CACHE_KIB = 32 * 1024
+# Checkpoint the WAL into the database every this many pages (~32 MiB) rather than
+# SQLite's default 1,000: a bulk sync then checkpoints (and fsyncs) 8x less often.
+WAL_CHECKPOINT_PAGES = 8000
 # How long a writer waits for another process's write (e.g. the CLI while the node runs).
 BUSY_TIMEOUT_MS = 10_000
 
@@ -173,6 +179,8 @@ class SqliteStore:
         # FULL: a commit is on disk when append returns, even across a power cut.
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        await db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
