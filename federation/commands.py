@@ -87,7 +87,7 @@ async def cmd_init(args: argparse.Namespace) -> Output:
     )
     lines = [
         club.hex(),
-        f"created club {args.name!r} in {root}",
+        f"created club “{args.name}” in {root}",
         f"move {root / 'recovery.key'} off this machine (e.g. a USB stick kept apart): "
         "it will let you revoke a seized key",
     ]
