@@ -11,29 +11,21 @@ import base64
 import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from federation.cli import NODE_ENV
 from federation.core import canonical
 from federation.core.config import parse_config
 from federation.errors import ConfigError
 from federation.keyfile import PASSPHRASE_ENV
-from tests.test_cli import PASSPHRASE, cli, cli_quiet, copy_node, ok
+from tests.test_cli import cli, cli_quiet, copy_node, ok
+from tests.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 
 State = tuple[dict[str, bytes], int]
 EVENTS_IN_FEDERATION = 6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def passphrase_env() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(PASSPHRASE_ENV, PASSPHRASE)
-        mp.delenv(NODE_ENV, raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import contextlib
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation.cli import NODE_ENV
 from federation.core import canonical
-from federation.keyfile import PASSPHRASE_ENV
 from federation.store.sqlite import MAX_SEQ, SEQ_BITS
-from tests.test_cli import PASSPHRASE, cli, cli_quiet, ok
-
-
-@pytest.fixture(scope="module", autouse=True)
-def passphrase_env() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(PASSPHRASE_ENV, PASSPHRASE)
-        mp.delenv(NODE_ENV, raising=False)
-        yield
+from tests.test_cli import cli, cli_quiet, ok
+from tests.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 
 
 @dataclass(frozen=True)
