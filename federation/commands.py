@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,29 @@ def _when(time_us: int) -> str:
     return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+class Progress:
+    """Call it with how many more are done; `expect` sets the total once it is known."""
+
+    def __init__(self, bar: tqdm[Any]) -> None:
+        self._bar = bar
+
+    def __call__(self, done: int) -> None:
+        self._bar.update(done)
+
+    def expect(self, total: int) -> None:
+        self._bar.total = self._bar.n + total
+        self._bar.refresh()
+
+
 @contextlib.contextmanager
-def progress(total: int | None, what: str) -> Iterator[Callable[[int], None]]:
+def progress(total: int | None, what: str) -> Iterator[Progress]:
     """A progress bar on stderr for long work (total None: of unknown length), shown
     only to a person at a terminal, and only when the work is long enough to need it."""
     quiet = not sys.stderr.isatty() or (total is not None and total < 5000)
     with tqdm(
         total=total, unit=" events", desc=what, disable=quiet, file=sys.stderr, leave=False
     ) as bar:
-
-        def advance(n: int) -> None:
-            bar.update(n)
-
-        yield advance
+        yield Progress(bar)
 
 
 # --- init -----------------------------------------------------------------------

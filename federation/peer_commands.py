@@ -133,7 +133,9 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
     status = peer.status
     try:
         with progress(None, f"sync {peer.name}") as advance:
-            result = await sync_round(rt, client, known=None, wait_s=0.0, advance=advance)
+            result = await sync_round(
+                rt, client, known=None, wait_s=0.0, advance=advance, on_behind=advance.expect
+            )
     except FederationError as exc:
         status = msgspec.structs.replace(status, last_error=str(exc), last_error_us=rt.clock())
         await rt.store.set_peer_status(peer.club, status)
