@@ -176,6 +176,11 @@ async def init_node(
     return club
 
 
+def own_behind_key(log: bytes) -> str:
+    """Store meta key: the highest seq a peer showed for one of our own logs."""
+    return f"own_behind:{log.hex()}"
+
+
 class Node:
     """An open node directory. Use `async with await Node.open(root) as node`."""
 
@@ -291,6 +296,16 @@ class Node:
             raise UsageError(
                 f"log {record.name!r} is frozen after a fork (see `federation status`); "
                 "post into another log"
+            )
+        behind = await self.store.get_meta(own_behind_key(record.id))
+        held = record.head.seq if record.head else 0
+        if behind is not None and int(behind) > held:
+            # protocol.md §3.6: a peer holds this log beyond our head, so this node was
+            # restored from an old backup; writing now would fork the club's own log.
+            raise UsageError(
+                f"log {record.name!r} is behind what a peer holds (seq {int(behind)}, here "
+                f"{held}): this node looks restored from an old backup; run `federation "
+                "sync` to catch up before posting"
             )
         event = sign_event(
             key,

@@ -22,9 +22,10 @@ from federation.errors import (
     RemoteProtocolError,
 )
 from federation.ingest import Ingest
+from federation.node import own_behind_key
 from federation.runtime import Runtime
 from federation.store.base import PeerRecord, PeerStatus
-from federation.sync.messages import Batch, ClubInfo, Done, LogInfo
+from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo
 from federation.sync.session import Session, State
 from federation.web.client import PeerClient
 
@@ -71,6 +72,7 @@ async def sync_round(
         if frontier.logs is not None:
             result.logs = len(frontier.logs)
             result.changed = True
+            await note_own_heads(rt, frontier.logs)
         result.behind = session.behind(local)
         if on_behind is not None:
             on_behind(result.behind)
@@ -115,6 +117,18 @@ async def sync_round(
                 "peer said it holds more but sent nothing new", code="no_progress"
             )
         known, wait_s = None, 0.0
+
+
+async def note_own_heads(rt: Runtime, heads: list[LogHead]) -> None:
+    """The restore guard (protocol.md §3.6): a peer holding one of our own logs beyond
+    our head means this node was restored from an old backup (or lost writes).
+    Record how far, so `post` refuses to fork that log until we have caught up."""
+    for entry in heads:
+        record = rt.logs.get(entry.log)
+        if record is None or record.club != rt.club:
+            continue
+        if entry.seq > (record.head.seq if record.head else 0):
+            await rt.store.set_meta(own_behind_key(entry.log), str(entry.seq).encode())
 
 
 def _with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerStatus:

@@ -1,0 +1,64 @@
+"""The restore guard (protocol.md §3.6): a node restored from an old backup must catch
+up with what its peers hold of its own logs before it writes, or it forks them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from federation.core.canonical import Kind
+from federation.errors import UsageError
+from federation.sync.messages import Frontier
+from federation.syncer import note_own_heads, sync_round
+from tests.harness import Federation, Member
+
+
+async def pull(member: Member, peer: Member) -> None:
+    """One `federation sync` round of member with peer."""
+    client = member.service.client(peer.club)
+    result = await sync_round(member.service.rt, client, known=None, wait_s=0.0)
+    assert result.complete
+
+
+async def test_a_restored_node_catches_up_before_it_writes(tmp_path: Path) -> None:
+    async with Federation.open(tmp_path, ["a", "b"], follow=False) as fed:
+        await fed.federate("a", "b")
+        await fed["a"].post(Kind.NOTE, {"text": "before the backup"}, "federation")
+        await pull(fed["b"], fed["a"])
+
+        # Back up a, then a goes on writing and b receives it.
+        root = fed["a"].root
+        await fed.stop("a")
+        backup = tmp_path / "backup"
+        shutil.copytree(root, backup)
+        a = await fed.restart("a", follow=False)
+        lost = await a.post(Kind.NOTE, {"text": "after the backup"}, "federation")
+        await pull(fed["b"], a)
+
+        # The laptop dies; the club restores the backup.
+        await fed.stop("a")
+        shutil.rmtree(root)
+        shutil.copytree(backup, root)
+        a = await fed.restart("a", follow=False)
+        b = fed["b"]
+
+        # One look at b's frontier shows a's own federation log beyond a's head.
+        frontier = await a.service.client(b.club).frontier(None, 0.0)
+        assert isinstance(frontier, Frontier)
+        assert frontier.logs is not None
+        await note_own_heads(a.service.rt, frontier.logs)
+        with pytest.raises(UsageError, match="restored from an old backup"):
+            await a.post(Kind.NOTE, {"text": "would fork seq 2"}, "federation")
+
+        # Catching up brings a's own event back from b; then writing forks nothing.
+        await pull(a, b)
+        assert lost.payload in await a.payloads()
+        await a.refresh()
+        after = await a.post(Kind.NOTE, {"text": "after catching up"}, "federation")
+        assert after.header.seq == 3
+        await pull(b, a)
+        assert after.payload in await b.payloads()
+        assert await b.node.store.forks() == []
+        assert await a.node.store.forks() == []
