@@ -299,13 +299,16 @@ class Node:
             )
         behind = await self.store.get_meta(own_behind_key(record.id))
         held = record.head.seq if record.head else 0
-        if behind is not None and int(behind) > held:
+        seq_text, _, peer = (behind or b"0").decode(errors="replace").partition("\n")
+        seq = int(seq_text) if seq_text.isdigit() else 0
+        if seq > held:
             # protocol.md §3.6: a peer holds this log beyond our head, so this node was
             # restored from an old backup; writing now would fork the club's own log.
             raise UsageError(
-                f"log {record.name!r} is behind what a peer holds (seq {int(behind)}, here "
-                f"{held}): this node looks restored from an old backup; run `federation "
-                "sync` to catch up before posting"
+                f"log {record.name!r} is behind what peer {peer or '?'} holds (seq {seq}, "
+                f"here {held}): this node looks restored from an old backup; run "
+                "`federation sync` to catch up before posting (if that peer misreports, "
+                "pause it with `federation peers pause`)"
             )
         event = sign_event(
             key,

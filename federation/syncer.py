@@ -17,8 +17,6 @@ import msgspec
 
 from federation.errors import (
     FederationError,
-    InvalidEventError,
-    PeerUnavailableError,
     RemoteProtocolError,
 )
 from federation.ingest import Ingest
@@ -72,7 +70,7 @@ async def sync_round(
         if frontier.logs is not None:
             result.logs = len(frontier.logs)
             result.changed = True
-            await note_own_heads(rt, frontier.logs)
+            await note_own_heads(rt, client.peer, frontier.logs)
         result.behind = session.behind(local)
         if on_behind is not None:
             on_behind(result.behind)
@@ -119,16 +117,20 @@ async def sync_round(
         known, wait_s = None, 0.0
 
 
-async def note_own_heads(rt: Runtime, heads: list[LogHead]) -> None:
+async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
     """The restore guard (protocol.md §3.6): a peer holding one of our own logs beyond
     our head means this node was restored from an old backup (or lost writes).
-    Record how far, so `post` refuses to fork that log until we have caught up."""
+    Record how far, and who said so, so `post` refuses to fork that log until we have
+    caught up. Only for logs we would send that peer ourselves: no peer can hold our
+    private logs, so a claim about one is a lie that must not block anything."""
+    ours = rt.visible(peer.club)
     for entry in heads:
-        record = rt.logs.get(entry.log)
+        record = ours.get(entry.log)
         if record is None or record.club != rt.club:
             continue
         if entry.seq > (record.head.seq if record.head else 0):
-            await rt.store.set_meta(own_behind_key(entry.log), str(entry.seq).encode())
+            value = f"{entry.seq}\n{peer.name}".encode()
+            await rt.store.set_meta(own_behind_key(entry.log), value)
 
 
 def _with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerStatus:
@@ -145,10 +147,23 @@ async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None
             result = await sync_round(
                 rt, client, known=status.known, wait_s=LONG_POLL_S if status.known else 0.0
             )
-        except (PeerUnavailableError, RemoteProtocolError, InvalidEventError) as exc:
-            status = _with_error(status, exc, rt.clock())
+        except Exception as exc:  # FederationErrors: the peer failed; others: see below
+            # Anything else is a bug, but a bug met with one peer must not stop the node
+            # serving and following the others: report it and back off like a failure.
+            error = (
+                exc
+                if isinstance(exc, FederationError)
+                else FederationError(
+                    f"internal error ({type(exc).__name__}: {exc}); please report it"
+                )
+            )
+            status = _with_error(status, error, rt.clock())
             await rt.store.set_peer_status(peer.club, status)
-            log(f"peer {peer.name}: {exc}")
+            log(
+                str(error)
+                if str(error).startswith(f"peer {peer.name}")
+                else f"peer {peer.name}: {error}"
+            )
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Annotated
 
 import msgspec
 
@@ -32,9 +33,14 @@ MAX_EVENTS_PER_RESPONSE = 250_000
 FRAME_HEADER = struct.Struct(">I")
 
 
+# A seq on the wire: the store holds 2^40 events a log; anything beyond is refused at
+# decoding, so no peer-chosen number can overflow a sum or an encoder downstream.
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**40 - 1)]
+
+
 class LogHead(msgspec.Struct, frozen=True, array_like=True, gc=False):
     log: bytes
-    seq: int
+    seq: Seq
     head: bytes
 
 
@@ -51,8 +57,8 @@ class WantLog(msgspec.Struct, frozen=True, array_like=True):
     `descriptor` asks for the log's descriptor and its club's genesis first."""
 
     log: bytes
-    after: int
-    limit: int = 0
+    after: Seq
+    limit: Seq = 0
     descriptor: bool = False
 
 

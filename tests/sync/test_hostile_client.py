@@ -393,15 +393,30 @@ async def test_malformed_frontier_query_is_refused(
 async def test_want_past_any_seq_gets_an_empty_stream(
     trio: Federation, http: aiohttp.ClientSession
 ) -> None:
-    """The largest seq the wire can say (u64) is past every log: nothing to send."""
+    """The largest seq the wire allows (2^40 - 1) is past every log: nothing to send."""
     a, b = trio["a"], trio["b"]
-    body = messages.encode(Want([WantLog(log_of(a, "federation"), 2**64 - 1, 2**64 - 1)]))
+    body = messages.encode(Want([WantLog(log_of(a, "federation"), 2**40 - 1, 2**40 - 1)]))
     header = token(b, a, "POST", EVENTS_PATH, body)
     reply = await guarded(
         trio, lambda: call(http, a, "POST", EVENTS_PATH, body=body, authorization=header)
     )
     assert reply.status == 200
     assert list(messages.FrameReader().feed(reply.body)) == [Done()]
+
+
+async def test_want_beyond_the_wire_seq_is_refused(
+    trio: Federation, http: aiohttp.ClientSession
+) -> None:
+    """A seq over 2^40 - 1 is refused when the want is decoded: malformed."""
+    a, b = trio["a"], trio["b"]
+    body = messages.encode(Want([WantLog(log_of(a, "federation"), 2**64 - 1, 0)]))
+    header = token(b, a, "POST", EVENTS_PATH, body)
+    reply = await guarded(
+        trio, lambda: call(http, a, "POST", EVENTS_PATH, body=body, authorization=header)
+    )
+    assert reply.status == 400
+    assert isinstance(reply.message, messages.Error)
+    assert reply.message.code == "malformed"
 
 
 async def test_long_poll_with_a_nan_wait_is_refused_not_spun(

@@ -10,7 +10,7 @@ import pytest
 
 from federation.core.canonical import Kind
 from federation.errors import UsageError
-from federation.sync.messages import Frontier
+from federation.sync.messages import Frontier, LogHead
 from federation.syncer import note_own_heads, sync_round
 from tests.harness import Federation, Member
 
@@ -48,7 +48,7 @@ async def test_a_restored_node_catches_up_before_it_writes(tmp_path: Path) -> No
         frontier = await a.service.client(b.club).frontier(None, 0.0)
         assert isinstance(frontier, Frontier)
         assert frontier.logs is not None
-        await note_own_heads(a.service.rt, frontier.logs)
+        await note_own_heads(a.service.rt, a.service.rt.peers[b.club], frontier.logs)
         with pytest.raises(UsageError, match="restored from an old backup"):
             await a.post(Kind.NOTE, {"text": "would fork seq 2"}, "federation")
 
@@ -62,3 +62,15 @@ async def test_a_restored_node_catches_up_before_it_writes(tmp_path: Path) -> No
         assert after.payload in await b.payloads()
         assert await b.node.store.forks() == []
         assert await a.node.store.forks() == []
+
+
+async def test_a_peer_lying_about_our_private_log_blocks_nothing(tmp_path: Path) -> None:
+    """No peer can hold our private log, so a frontier claiming it is ignored."""
+    async with Federation.open(tmp_path, ["a", "b"], follow=False) as fed:
+        await fed.federate("a", "b")
+        a, b = fed["a"], fed["b"]
+        secret = await a.post(Kind.NOTE, {"text": "ours alone"}, "private")
+        lie = [LogHead(secret.header.log, 1_000_000, bytes(32))]
+        await note_own_heads(a.service.rt, a.service.rt.peers[b.club], lie)
+        after = await a.post(Kind.NOTE, {"text": "still ours"}, "private")
+        assert after.header.seq == 2
