@@ -161,7 +161,9 @@ async def init_node(
     write_private(paths.root / "club.key", seal_key(key, club, passphrase))
     write_private(paths.recovery_key, seal_key(recovery, club, passphrase))
     cert, tls_key = crypto.make_tls_certificate(
-        f"club-{club.hex()[:16]}", dt.datetime.fromtimestamp(now / 1e6, dt.UTC)
+        # The same name for every club: a scanner must not learn which club runs here.
+        "federation-node",
+        dt.datetime.fromtimestamp(now / 1e6, dt.UTC),
     )
     write_private(paths.tls_key, tls_key)
     paths.tls_cert.write_bytes(cert)

@@ -123,8 +123,12 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
         line = f"{r['peer']}: received {r['added']} events ({r['logs']} logs); behind {r['behind']}"
         if r["forks"]:
             line += f"; {r['forks']} FORK(S) kept as evidence, logs frozen"
+        if not r["complete"]:
+            line += "; not complete: run `federation sync` again"
         lines.append(line)
-    failed = any("error" in r for r in results)
+    # A round that did not complete (the peer holds more than we took) is a failure
+    # too: a script must be able to tell whether it is caught up.
+    failed = any("error" in r or not r["complete"] for r in results)
     return Output(results, lines, exit_code=1 if failed else 0)
 
 
@@ -156,6 +160,7 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
         "behind": result.behind,
         "logs": result.logs,
         "forks": result.forks,
+        "complete": result.complete,
     }
 
 

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from federation.core.config import parse_listen
+from federation.errors import ConfigError, KeyFileError
 from federation.node import Node
 from federation.runtime import Runtime
 from federation.syncer import follow_peer
@@ -36,7 +37,14 @@ def server_ssl(node: Node) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(node.paths.tls_cert, node.paths.tls_key)
+    try:
+        context.load_cert_chain(node.paths.tls_cert, node.paths.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise KeyFileError(
+            f"cannot load the node's TLS certificate ({node.paths.tls_cert}, "
+            f"{node.paths.tls_key}): {exc}; restore both files from your backup",
+            path=str(node.paths.tls_key),
+        ) from None
     return context
 
 
@@ -97,7 +105,14 @@ async def open_service(
             listen_port if port is None else port,
             ssl_context=server_ssl(node),
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host or listen_host}:{listen_port if port is None else port}"
+                f" ({exc.strerror or exc}); is another node running there? change node.listen",
+                field="node.listen",
+            ) from None
         server = site._server
         assert server is not None
         bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]

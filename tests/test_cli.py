@@ -637,3 +637,16 @@ def test_init_with_a_passphrase_file_runs_unattended(
     refused = cli(capsys, node, "post", "note", "--text", "refused")
     assert refused.code == 1
     assert "wrong passphrase" in refused.err
+
+
+def test_an_erased_payload_is_gone_from_the_store_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, filled: Filled
+) -> None:
+    """Erase overwrites the payload and checkpoints: its text is in no store file."""
+    node = copy_node(filled.root, tmp_path / "node")
+    secret = "a member's address, 14 Weir Court"
+    posted = ok(cli(capsys, node, "post", "note", "--text", secret, "--json")).json()
+    ok(cli(capsys, node, "erase", posted["id"]))
+    on_disk = b"".join(p.read_bytes() for p in node.glob("store.sqlite*"))
+    assert secret.encode() not in on_disk
+    assert bytes.fromhex(posted["signed"]) in on_disk  # the signed header stays

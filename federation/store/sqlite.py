@@ -180,6 +180,8 @@ class SqliteStore:
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
+        await db.execute("PRAGMA secure_delete = ON")
         await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
         if version > SCHEMA_VERSION:
@@ -357,6 +359,10 @@ class SqliteStore:
             "UPDATE event SET payload = NULL WHERE id = ? AND payload IS NOT NULL", (event,)
         )
         if cursor.rowcount:
+            # Move the erased page into the database now and empty the WAL, so the
+            # payload does not wait in the WAL file until the next checkpoint.
+            async with self._writing:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return True
         rows = list(await self._db.execute_fetchall("SELECT 1 FROM event WHERE id = ?", (event,)))
         return bool(rows)

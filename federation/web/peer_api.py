@@ -28,6 +28,7 @@ from federation.sync.messages import (
     ClubInfo,
     Done,
     Frontier,
+    LogHead,
     LogInfo,
     Want,
     WantLog,
@@ -41,9 +42,13 @@ CONTENT_TYPE = "application/vnd.federation+msgpack"
 MAX_WAIT_S = 30.0
 # Event streams served at once; more are told to come back (busy) rather than queue.
 MAX_STREAMS = 8
+# Long-polls held at once (each peer keeps one; anyone may open more): past this a
+# frontier is answered at once, so no one can pin the node's memory with waiting polls.
+MAX_WAITING_POLLS = 64
 
 RUNTIME = web.AppKey("runtime", Runtime)
 STREAMS = web.AppKey("streams", asyncio.Semaphore)
+POLLS = web.AppKey("polls", asyncio.Semaphore)
 
 
 def _error(exc: RemoteProtocolError) -> web.Response:
@@ -94,7 +99,18 @@ async def frontier(request: web.Request) -> web.Response:
         wait_s = min(max(wait_s, 0.0), MAX_WAIT_S)
     except ValueError:
         raise RemoteProtocolError("known must be hex and wait a number", code="malformed") from None
-    deadline = time.monotonic() + wait_s
+    polls = request.app[POLLS]
+    if polls.locked() or wait_s == 0:
+        # No wait asked, or too many held already: answer at once, holding no slot.
+        return _frontier_answer(await _poll(rt, requester, known, time.monotonic()))
+    async with polls:
+        return _frontier_answer(await _poll(rt, requester, known, time.monotonic() + wait_s))
+
+
+async def _poll(
+    rt: Runtime, requester: bytes | None, known: bytes, deadline: float
+) -> tuple[bytes, list[LogHead], bytes]:
+    """The requester's frontier once it differs from `known`, or at the deadline."""
     while True:
         version = rt.version
         digest, heads = serve.frontier(rt.heads(rt.visible(requester)).items())
@@ -102,6 +118,11 @@ async def frontier(request: web.Request) -> web.Response:
         if digest != known or remaining <= 0 or rt.closing:
             break
         await rt.wait_changed(version, remaining)
+    return digest, heads, known
+
+
+def _frontier_answer(polled: tuple[bytes, list[LogHead], bytes]) -> web.Response:
+    digest, heads, known = polled
     body = messages.encode(Frontier(digest, None if digest == known else heads))
     return web.Response(body=body, content_type=CONTENT_TYPE)
 
@@ -183,6 +204,7 @@ def make_app(rt: Runtime) -> web.Application:
     app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=[_refusals])
     app[RUNTIME] = rt
     app[STREAMS] = asyncio.Semaphore(MAX_STREAMS)
+    app[POLLS] = asyncio.Semaphore(MAX_WAITING_POLLS)
     app.router.add_get(INFO_PATH, info)
     app.router.add_get(FRONTIER_PATH, frontier)
     app.router.add_post(EVENTS_PATH, events)
