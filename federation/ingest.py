@@ -48,11 +48,13 @@ class Ingest:
         self.already = 0
         self.forks: list[ForkError] = []
         self._pending: list[VerifiedEvent] = []
-        self._offered: dict[bytes, bytes] = {}
+        self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
+        self._candidates: dict[bytes, Genesis] = {}  # the same, decoded and checked
+        self._unstored: dict[bytes, tuple[bytes, bytes]] = {}  # log -> (descriptor, club)
         self._commit: asyncio.Task[None] | None = None
 
     def authorized(self, club: bytes, key: bytes) -> bool:
-        g = self.genesis.get(club)
+        g = self.genesis.get(club) or self._candidates.get(club)
         return g is not None and g.key == key
 
     async def club(self, club: bytes, genesis: bytes) -> None:
@@ -73,20 +75,41 @@ class Ingest:
         self._offered[club] = genesis
 
     async def log(self, log: bytes, descriptor: bytes) -> None:
+        """A log's descriptor. From a peer (allow_private False) it is kept aside with
+        its club, and both are stored only once one of its events verifies: a peer
+        cannot fill our store with clubs and logs that hold nothing (protocol.md §6.3)."""
         d = canonical.decode_log(descriptor)
         if canonical.log_id(descriptor) != log:
             raise InvalidEventError("log id is not the hash of its descriptor", log=log)
-        if d.club not in self.genesis and d.club in self._offered:
-            await self.club(d.club, self._offered.pop(d.club))
-        if d.club not in self.genesis:
-            raise InvalidEventError("log of a club whose genesis was not given", log=log)
         if d.audience.kind == "private" and not self.allow_private:
             raise InvalidEventError("a private log never leaves its node", log=log)
+        if d.club not in self.genesis and d.club in self._offered:
+            genesis = self._offered[d.club]
+            if canonical.club_id(genesis) != d.club:
+                raise InvalidEventError("club id is not the hash of its genesis", club=d.club)
+            self._candidates[d.club] = canonical.decode_genesis(genesis)
+        if d.club not in self.genesis and d.club not in self._candidates:
+            raise InvalidEventError("log of a club whose genesis was not given", log=log)
+        if self.allow_private:
+            await self.store.put_log(log, descriptor)
+        elif await self.store.log(log) is None:
+            self._unstored[log] = (descriptor, d.club)
+
+    async def _store_new_log(self, log: bytes) -> None:
+        """The first event of a log from a peer verified: now keep its club and log."""
+        descriptor, club = self._unstored.pop(log)
+        if club not in self.genesis:
+            await self.club(club, self._offered.pop(club))
+            self._candidates.pop(club, None)
         await self.store.put_log(log, descriptor)
 
     async def _head(self, log: bytes) -> Head | None:
         if log not in self.heads:
             record = await self.store.log(log)
+            if record is None and log in self._unstored:
+                self.heads[log] = None
+                self.clubs[log] = self._unstored[log][1]
+                return None
             if record is None:
                 raise InvalidEventError("events of a log whose descriptor was not given", log=log)
             if record.frozen:
@@ -122,6 +145,8 @@ class Ingest:
         verified, error = verify_run(
             log, head, events[start:], self.authorized, club=self.clubs[log]
         )
+        if verified and log in self._unstored:
+            await self._store_new_log(log)
         if verified:
             self.heads[log] = Head(verified[-1].header.seq, verified[-1].id)
             self._pending.extend(verified)

@@ -25,7 +25,7 @@ from types import TracebackType
 from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.config import CONFIG_FILE, Config, parse_config, render_config
-from federation.core.events import Head, KeyCheck, VerifiedEvent, sign_event
+from federation.core.events import KeyCheck, VerifiedEvent, sign_event
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
@@ -343,7 +343,3 @@ class Node:
         if len(found) > 1:
             raise UsageError(f"event id {ref!r} is ambiguous; give more digits")
         return found[0]
-
-    async def head_of(self, log: bytes) -> Head | None:
-        record = await self.store.log(log)
-        return None if record is None else record.head

@@ -185,7 +185,3 @@ async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None
             log(f"peer {peer.name}: received {result.added} events")
         if result.forks:
             log(f"peer {peer.name}: FORK detected; the log is frozen, see `federation status`")
-
-
-def peer_log_line(peer: PeerRecord) -> str:
-    return f"{peer.name} ({peer.club.hex()[:12]}) at {peer.url}"

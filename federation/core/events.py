@@ -14,7 +14,6 @@ import msgspec
 from federation.core import canonical
 from federation.core.canonical import (
     EVENT_TAG,
-    HASH_BYTES,
     MAX_PAYLOAD_BYTES,
     SIGNED_HEADER_BYTES,
     VERSION,
@@ -228,9 +227,3 @@ def _diagnose(
     else:  # pragma: no cover - the fast path checks nothing else
         reason = "event failed verification"
     return InvalidEventError(reason, club=header.club, log=log, seq=header.seq)
-
-
-def check_hash(value: bytes, what: str) -> bytes:
-    if len(value) != HASH_BYTES:
-        raise InvalidEventError(f"{what} must be {HASH_BYTES} bytes, got {len(value)}")
-    return value

@@ -9,10 +9,6 @@ from federation.errors import UsageError
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def to_hex(raw: bytes) -> str:
-    return raw.hex()
-
-
 def short(raw: bytes) -> str:
     """The first 12 hex digits: enough to tell a club's events apart on a screen."""
     return raw.hex()[:12]

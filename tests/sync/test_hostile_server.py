@@ -531,3 +531,24 @@ async def test_tls_certificate_not_matching_the_invite_is_refused(tmp_path: Path
         await a.service.rt.refresh()
         await sync(a, b.club)
         assert note.payload in await a.payloads()
+
+
+async def test_clubs_and_logs_with_no_valid_event_are_not_stored(
+    fed: Federation, hostile: HostilePeer
+) -> None:
+    """A peer lists made-up logs of made-up clubs and sends their records but no
+    event: nothing of them is stored, however many it offers (protocol.md §6.3)."""
+    junk = [Club.make(b"junk %d" % i) for i in range(20)]
+    heads = [LogHead(c.log("public"), 1, bytes(32)) for c in junk]
+    hostile.frontier = frontier_answer(heads)
+    records: list[Message | bytes] = []
+    for c in junk:
+        records += [ClubInfo(c.id, c.genesis), LogInfo(c.log("public"), c.descriptors["public"])]
+    hostile.events = stream_answer(*records)
+    clubs_before = await fed["a"].node.store.clubs()
+    logs_before = len(await fed["a"].node.store.logs())
+    result = await sync(fed["a"], hostile.club.id)
+    assert result.added == 0
+    assert await fed["a"].node.store.clubs() == clubs_before
+    assert len(await fed["a"].node.store.logs()) == logs_before
+    await still_serving(fed)
