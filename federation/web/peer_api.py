@@ -83,6 +83,11 @@ def _authenticate(request: web.Request, body: bytes) -> bytes | None:
 
 async def info(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    # Which club runs at this address is for its peers only: clubs are watched.
+    if _authenticate(request, b"") not in rt.active_peers():
+        raise RemoteProtocolError(
+            "this node tells its name to its peers only", code="unauthenticated", http_status=401
+        )
     return web.json_response(
         {"club": rt.club.hex(), "name": rt.name, "genesis": rt.genesis_raw[rt.club].hex()}
     )

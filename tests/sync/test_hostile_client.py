@@ -11,6 +11,7 @@ server, is in test_hostile_server.py.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,7 +36,7 @@ from federation.sync.messages import (
     WantLog,
 )
 from federation.web.client import PeerClient
-from federation.web.peer_api import EVENTS_PATH, FRONTIER_PATH
+from federation.web.peer_api import EVENTS_PATH, FRONTIER_PATH, INFO_PATH
 from tests.conftest import Club
 from tests.harness import Federation, Member
 from tests.sync.hostile_support import (
@@ -432,3 +433,18 @@ async def test_long_poll_with_a_nan_wait_is_refused_not_spun(
     header = token(b, a, "GET", target)
     reply = await guarded(trio, lambda: call(http, a, "GET", target, authorization=header))
     refused(reply, 400, "malformed")
+
+
+async def test_info_names_the_club_to_its_peers_only(
+    trio: Federation, http: aiohttp.ClientSession
+) -> None:
+    """Which club runs at an address is for its peers: a scanner learns nothing."""
+    a, b = trio["a"], trio["b"]
+    anonymous = await call(http, a, "GET", INFO_PATH)
+    assert anonymous.status == 401
+    assert isinstance(anonymous.message, messages.Error)
+    assert anonymous.message.code == "unauthenticated"
+    assert a.club.hex().encode() not in anonymous.body
+    peer = await call(http, a, "GET", INFO_PATH, authorization=token(b, a, "GET", INFO_PATH))
+    assert peer.status == 200
+    assert json.loads(peer.body)["club"] == a.club.hex()
