@@ -78,15 +78,26 @@ async def erase(store: Store, event: VerifiedEvent) -> None:
     """Drop an event's payload and re-derive the projection item it had shaped."""
     await catch_up(store)
     key = projection.key_of(event)  # computed before erasing: a campaign step names its key
-    await store.erase(event.id)
-    if key is None:
-        return
-    # Refold the item from its log, now without the payload, as a rebuild would.
-    items: dict[Key, Item] = {}
-    await _fold_log(store, event.header.log, 0, items, preload=False)
-    value = items.get(key)
-    update = {key: None if value is None else projection.encode_item(value)}
-    await store.save_projection(ProjectionUpdate(update, {}))
+    update = None
+    if key is not None:
+        # Refold the item from its log as a rebuild would after the erase, then store
+        # both in one transaction: erased text must not survive in a projection.
+        items: dict[Key, Item] = {}
+        after = 0
+        while page := await store.events(event.header.log, after, PAGE_EVENTS):
+            projection.fold(items, [_without_payload(e, event.id) for e in page])
+            after = page[-1].header.seq
+        value = items.get(key)
+        update = ProjectionUpdate(
+            {key: None if value is None else projection.encode_item(value)}, {}
+        )
+    await store.erase(event.id, update)
+
+
+def _without_payload(event: VerifiedEvent, erased: bytes) -> VerifiedEvent:
+    if event.id != erased:
+        return event
+    return VerifiedEvent(event.id, event.header, event.signed, None)
 
 
 async def items(store: Store, name: str) -> list[Item]:

@@ -114,14 +114,17 @@ class MemoryStore:
     async def count_events(self) -> int:
         return len(self._by_id)
 
-    async def erase(self, event: bytes) -> bool:
+    async def erase(self, event: bytes, projection: ProjectionUpdate | None = None) -> bool:
         self._check_open()
         where = self._by_id.get(event)
         if where is None:
             return False
         log, seq = where
         held = self._events[log][seq - 1]
-        self._events[log][seq - 1] = VerifiedEvent(held.id, held.header, held.signed, None)
+        if held.payload is not None:
+            self._events[log][seq - 1] = VerifiedEvent(held.id, held.header, held.signed, None)
+            if projection is not None:
+                await self.save_projection(projection)
         return True
 
     async def record_fork(self, fork: ForkRecord) -> None:

@@ -354,10 +354,13 @@ class SqliteStore:
         rows = list(await self._db.execute_fetchall("SELECT count(*) FROM event"))
         return int(rows[0][0])
 
-    async def erase(self, event: bytes) -> bool:
-        cursor = await self._write(
-            "UPDATE event SET payload = NULL WHERE id = ? AND payload IS NOT NULL", (event,)
-        )
+    async def erase(self, event: bytes, projection: ProjectionUpdate | None = None) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE event SET payload = NULL WHERE id = ? AND payload IS NOT NULL", (event,)
+            )
+            if cursor.rowcount and projection is not None:
+                await self._apply_projection(db, projection)
         if cursor.rowcount:
             # Move the erased page into the database now and empty the WAL, so the
             # payload does not wait in the WAL file until the next checkpoint.
@@ -415,18 +418,22 @@ class SqliteStore:
             if replace:
                 await db.execute("DELETE FROM projection_item")
                 await db.execute("DELETE FROM projection_position")
-            await db.executemany(
-                "DELETE FROM projection_item WHERE name = ? AND key = ?",
-                [k for k, v in update.items.items() if v is None],
-            )
-            await db.executemany(
-                "INSERT OR REPLACE INTO projection_item (name, key, value) VALUES (?, ?, ?)",
-                [(n, k, v) for (n, k), v in update.items.items() if v is not None],
-            )
-            await db.executemany(
-                "INSERT OR REPLACE INTO projection_position (log, seq) VALUES (?, ?)",
-                list(update.positions.items()),
-            )
+            await self._apply_projection(db, update)
+
+    @staticmethod
+    async def _apply_projection(db: aiosqlite.Connection, update: ProjectionUpdate) -> None:
+        await db.executemany(
+            "DELETE FROM projection_item WHERE name = ? AND key = ?",
+            [k for k, v in update.items.items() if v is None],
+        )
+        await db.executemany(
+            "INSERT OR REPLACE INTO projection_item (name, key, value) VALUES (?, ?, ?)",
+            [(n, k, v) for (n, k), v in update.items.items() if v is not None],
+        )
+        await db.executemany(
+            "INSERT OR REPLACE INTO projection_position (log, seq) VALUES (?, ?)",
+            list(update.positions.items()),
+        )
 
     # --- peers ----------------------------------------------------------------------
 

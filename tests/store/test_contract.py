@@ -349,3 +349,18 @@ async def test_sqlite_store_must_exist_unless_created(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="not a readable SQLite database"):
         await SqliteStore.open(tmp_path / "junk.sqlite")
+
+
+async def test_erase_saves_its_projection_update_with_it(store: Store, club: Club) -> None:
+    """The payload and the projection rows it shaped go in one step, or not at all."""
+    await add_club(store, club)
+    events = club.chain(2)
+    await store.append(events)
+    await store.save_projection(ProjectionUpdate({("calendar", "x"): b"secret what"}, {}))
+    update = ProjectionUpdate({("calendar", "x"): b"erased"}, {})
+    assert await store.erase(events[0].id, update) is True
+    assert await store.projection_items("calendar") == {"x": b"erased"}
+    # Erasing again changes nothing, not even the projection.
+    again = ProjectionUpdate({("calendar", "x"): b"changed"}, {})
+    assert await store.erase(events[0].id, again) is True
+    assert await store.projection_items("calendar") == {"x": b"erased"}
