@@ -25,7 +25,7 @@ from types import TracebackType
 from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.config import CONFIG_FILE, Config, parse_config, render_config
-from federation.core.events import KeyCheck, VerifiedEvent, sign_event
+from federation.core.events import KeyCheck, VerifiedEvent, genesis_keys, sign_event
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
@@ -230,13 +230,7 @@ class Node:
     @property
     def authorized(self) -> KeyCheck:
         """protocol.md §2.2: today only a club's genesis key signs for it."""
-        genesis = self.genesis
-
-        def check(club: bytes, key: bytes) -> bool:
-            g = genesis.get(club)
-            return g is not None and g.key == key
-
-        return check
+        return genesis_keys(self.genesis)
 
     @property
     def key_encrypted(self) -> bool:

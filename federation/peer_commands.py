@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
 
 from federation import peers
 from federation.commands import Output, progress
@@ -21,7 +20,7 @@ from federation.node import Node
 from federation.runtime import Runtime
 from federation.service import open_service
 from federation.store.base import PeerRecord
-from federation.syncer import sync_round
+from federation.syncer import status_after, sync_round, with_error
 from federation.web.client import PeerClient
 
 
@@ -141,19 +140,9 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
                 rt, client, known=None, wait_s=0.0, advance=advance, on_behind=advance.expect
             )
     except FederationError as exc:
-        status = msgspec.structs.replace(status, last_error=str(exc), last_error_us=rt.clock())
-        await rt.store.set_peer_status(peer.club, status)
+        await rt.store.set_peer_status(peer.club, with_error(status, exc, rt.clock()))
         return {"peer": peer.name, "error": str(exc)}
-    now = rt.clock()
-    status = msgspec.structs.replace(
-        status,
-        last_contact_us=now,
-        last_sync_us=now if result.complete else status.last_sync_us,
-        logs=result.logs,
-        behind=result.behind,
-        received=status.received + result.added,
-    )
-    await rt.store.set_peer_status(peer.club, status)
+    await rt.store.set_peer_status(peer.club, status_after(status, result, rt.clock()))
     return {
         "peer": peer.name,
         "added": result.added,

@@ -14,7 +14,7 @@ import contextlib
 from federation.core import canonical
 from federation.core.canonical import Genesis
 from federation.core.crypto import SigningKey
-from federation.core.events import Head
+from federation.core.events import Head, genesis_keys
 from federation.core.selection import Roster, fold_roster, may_receive, roster_log_id
 from federation.node import Clock, Node
 from federation.store.base import LogRecord, PeerRecord, Store
@@ -108,5 +108,4 @@ class Runtime:
         return {log: r.head for log, r in records.items() if r.head is not None}
 
     def authorized(self, club: bytes, key: bytes) -> bool:
-        g = self.genesis.get(club)
-        return g is not None and g.key == key
+        return genesis_keys(self.genesis)(club, key)

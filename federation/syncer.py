@@ -133,7 +133,21 @@ async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) ->
             await rt.store.set_meta(own_behind_key(entry.log), value)
 
 
-def _with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerStatus:
+def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerStatus:
+    """A peer's status after a round that answered (DESIGN principle 12)."""
+    return msgspec.structs.replace(
+        status,
+        last_contact_us=now_us,
+        last_sync_us=now_us if result.complete else status.last_sync_us,
+        logs=result.logs or status.logs,
+        behind=result.behind,
+        received=status.received + result.added,
+        known=result.digest if result.complete else None,
+        last_error="" if result.complete else status.last_error,
+    )
+
+
+def with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerStatus:
     return msgspec.structs.replace(status, last_error=str(exc), last_error_us=now_us, known=None)
 
 
@@ -157,7 +171,7 @@ async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None
                     f"internal error ({type(exc).__name__}: {exc}); please report it"
                 )
             )
-            status = _with_error(status, error, rt.clock())
+            status = with_error(status, error, rt.clock())
             await rt.store.set_peer_status(peer.club, status)
             log(
                 str(error)
@@ -168,17 +182,7 @@ async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             continue
         backoff = BACKOFF_FIRST_S
-        now = rt.clock()
-        status = msgspec.structs.replace(
-            status,
-            last_contact_us=now,
-            last_sync_us=now if result.complete else status.last_sync_us,
-            logs=result.logs or status.logs,
-            behind=result.behind,
-            received=status.received + result.added,
-            known=result.digest if result.complete else None,
-            last_error="" if result.complete else status.last_error,
-        )
+        status = status_after(status, result, rt.clock())
         if result.changed or result.added:
             await rt.store.set_peer_status(peer.club, status)
         if result.added:

@@ -7,7 +7,7 @@ else: by signing a new event, or by verifying received bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
@@ -18,6 +18,7 @@ from federation.core.canonical import (
     SIGNED_HEADER_BYTES,
     VERSION,
     ZERO_HASH,
+    Genesis,
     Header,
     Kind,
     event_id,
@@ -58,6 +59,16 @@ class VerifiedEvent(msgspec.Struct, frozen=True, gc=False):
 # Decides whether a public key may sign for a club. Today: the genesis key
 # (protocol.md §2.2); key rotation will widen this without changing callers.
 KeyCheck = Callable[[bytes, bytes], bool]
+
+
+def genesis_keys(genesis: Mapping[bytes, Genesis]) -> KeyCheck:
+    """protocol.md §2.2: today only a club's genesis key signs for it."""
+
+    def check(club: bytes, key: bytes) -> bool:
+        g = genesis.get(club)
+        return g is not None and g.key == key
+
+    return check
 
 
 def sign_event(
