@@ -188,7 +188,7 @@ async def _store_club(node: Node, signed: SignedClub) -> int:
         verified, error = verify_run(log, None, run, lambda c, k: c == club and k == key, club=club)
         if error is not None:
             raise error
-        pending.extend(verified)
+        pending.extend(verified.events())
         while len(pending) >= APPEND_EVENTS:
             await store.append(pending[:APPEND_EVENTS])
             stored += APPEND_EVENTS

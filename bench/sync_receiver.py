@@ -37,7 +37,7 @@ import msgspec
 
 import federation.ingest
 from federation import peers
-from federation.core.events import Head, KeyCheck, VerifiedEvent, verify_run
+from federation.core.events import Head, KeyCheck, VerifiedRun, verify_run
 from federation.errors import InvalidEventError
 from federation.node import Node
 from federation.service import MAX_CONNECTIONS_PER_PEER, Service, open_service
@@ -182,7 +182,7 @@ class _EverySignature:
         *,
         club: bytes | None = None,
         every_signature: bool = False,
-    ) -> tuple[list[VerifiedEvent], InvalidEventError | None]:
+    ) -> tuple[VerifiedRun, InvalidEventError | None]:
         self.calls += 1
         return verify_run(log, after, run, authorized, club=club, every_signature=True)
 

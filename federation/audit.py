@@ -102,15 +102,14 @@ async def _verify_log(
             every_signature=True,
         )
         report.events += len(verified)
-        report.erased += sum(1 for e in verified if e.payload is None)
+        report.erased += sum(1 for payload in verified.payloads if payload is None)
         if advance is not None:
             advance(len(verified))
         if error is not None:
             return checked[len(verified)].seq, error.reason
         if bad_id is not None:
             return page[bad_id].seq, "stored event id does not match its bytes"
-        if verified:
-            after = Head(verified[-1].header.seq, verified[-1].id)
+        after = verified.head
         if len(page) < PAGE_EVENTS:
             break
     stored = await store.log(log)

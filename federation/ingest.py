@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
-from federation.core.events import Head, VerifiedEvent, verify_event, verify_run
+from federation.core.events import Head, VerifiedRun, verify_event, verify_run
 from federation.core.log import fork_between
 from federation.errors import FederationError, ForkError, InvalidEventError
 from federation.store.base import ForkRecord, Store
@@ -47,7 +47,8 @@ class Ingest:
         self.added = 0
         self.already = 0
         self.forks: list[ForkError] = []
-        self._pending: list[VerifiedEvent] = []
+        self._pending: list[VerifiedRun] = []
+        self._pending_events = 0
         self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
         self._candidates: dict[bytes, Genesis] = {}  # the same, decoded and checked
         self._unstored: dict[bytes, tuple[bytes, bytes]] = {}  # log -> (descriptor, club)
@@ -148,9 +149,10 @@ class Ingest:
         if verified and log in self._unstored:
             await self._store_new_log(log)
         if verified:
-            self.heads[log] = Head(verified[-1].header.seq, verified[-1].id)
-            self._pending.extend(verified)
-            if len(self._pending) >= COMMIT_EVENTS:
+            self.heads[log] = verified.head
+            self._pending.append(verified)
+            self._pending_events += len(verified)
+            if self._pending_events >= COMMIT_EVENTS:
                 await self.flush(wait=False)
         return start + len(verified), error
 
@@ -192,8 +194,9 @@ class Ingest:
             await task
         if self._pending:
             batch, self._pending = self._pending, []
-            self.added += len(batch)
-            self._commit = asyncio.ensure_future(self.store.append(batch))
+            self.added += self._pending_events
+            self._pending_events = 0
+            self._commit = asyncio.ensure_future(self.store.append_runs(batch))
         if wait and self._commit is not None:
             task, self._commit = self._commit, None
             await task

@@ -31,6 +31,11 @@ settings.load_profile("federation")
 BASE_TIME_US = 1_767_225_600_000_000
 
 
+def run_of(events: Sequence[VerifiedEvent]) -> list[tuple[bytes, bytes | None]]:
+    """Events as a peer sends them: (signed header, payload) pairs."""
+    return [(e.signed, e.payload) for e in events]
+
+
 @dataclass
 class Club:
     """A club made from a fixed seed: key, genesis, id and one log per standard audience."""

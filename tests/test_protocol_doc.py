@@ -411,12 +411,12 @@ def test_runs_verify(blocks: list[Block]) -> None:
         for every in (False, True):
             out, error = verify_run(log, None, items, check, every_signature=every)
             assert error is None
-            assert [e.id for e in out] == [b.hex("id") for b in run]
+            assert list(out.ids) == [b.hex("id") for b in run]
         # Erasing the first payload changes no id and breaks no link (§3.5).
         erased = [(items[0][0], None), *items[1:]]
         out, error = verify_run(log, None, erased, check)
         assert error is None
-        assert [e.id for e in out] == [b.hex("id") for b in run]
+        assert list(out.ids) == [b.hex("id") for b in run]
         # A run may follow a trusted head (§4.2).
         first = Head(1, run[0].hex("id"))
         out, error = verify_run(log, first, items[1:], check)
@@ -438,13 +438,13 @@ def test_run_shortcut_keeps_the_valid_prefix(blocks: list[Block]) -> None:
         last = len(items) - 1
         bad_last = [*items[:last], (_flip(items[last][0], 230), items[last][1])]
         out, error = verify_run(log, None, bad_last, check)
-        assert [e.id for e in out] == [b.hex("id") for b in run[:last]]
+        assert list(out.ids) == [b.hex("id") for b in run[:last]]
         assert error is not None
         assert "bad signature" in error.reason
         # A bad earlier signature changes that event's id: the next link breaks (§4.4, 2).
         bad_first = [(_flip(items[0][0], 230), items[0][1]), *items[1:]]
         out, error = verify_run(log, None, bad_first, check)
-        assert out == []
+        assert len(out) == 0
         assert error is not None
 
 
@@ -939,7 +939,7 @@ def test_batch(blocks: list[Block]) -> None:
         after = None if first == 1 else Head(first - 1, events[ids[0]].hex("prev"))
         out, error = verify_run(message.log, after, message.events, check, club=clubs[message.log])
         assert error is None
-        assert [e.id for e in out] == ids
+        assert list(out.ids) == ids
         assert raw == mp(
             {"t": "batch", "log": message.log, "events": [list(e) for e in message.events]}
         )

@@ -147,6 +147,73 @@ def verify_event(signed: bytes, payload: bytes | None, authorized: KeyCheck) -> 
     return VerifiedEvent(eid, header, signed, payload)
 
 
+class VerifiedRun(msgspec.Struct, frozen=True, gc=False):
+    """Consecutive events of one log, checked together: what the store appends.
+
+    Made by verify_run (received bytes) or runs_of (events already verified). It
+    keeps the exact bytes as parallel tuples rather than a VerifiedEvent each: bulk
+    ingest then makes a few objects per batch instead of two per event, and the
+    store binds the tuples to rows without a Python loop per event.
+    """
+
+    log: bytes
+    club: bytes
+    after: Head | None  # the head the first event follows (None: it is seq 1)
+    ids: tuple[bytes, ...]
+    signed: tuple[bytes, ...]
+    payloads: tuple[bytes | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def first(self) -> int:
+        """The seq of the first event."""
+        return 1 if self.after is None else self.after.seq + 1
+
+    @property
+    def head(self) -> Head | None:
+        """The head after this run."""
+        if not self.ids:
+            return self.after
+        return Head(self.first + len(self.ids) - 1, self.ids[-1])
+
+    def events(self) -> list[VerifiedEvent]:
+        return [
+            VerifiedEvent(eid, canonical.decode_header(signed), signed, payload)
+            for eid, signed, payload in zip(self.ids, self.signed, self.payloads, strict=True)
+        ]
+
+
+def runs_of(events: Sequence[VerifiedEvent]) -> list[VerifiedRun]:
+    """Events in runs: a new run starts wherever an event does not follow the last."""
+    runs: list[VerifiedRun] = []
+    start = 0
+    for i in range(1, len(events) + 1):
+        if i < len(events):
+            before, h = events[i - 1], events[i].header
+            if (h.log, h.club, h.seq, h.prev) == (
+                before.header.log,
+                before.header.club,
+                before.header.seq + 1,
+                before.id,
+            ):
+                continue
+        part, start = events[start:i], i
+        first = part[0].header
+        runs.append(
+            VerifiedRun(
+                first.log,
+                first.club,
+                None if first.seq == 1 else Head(first.seq - 1, first.prev),
+                tuple(e.id for e in part),
+                tuple(e.signed for e in part),
+                tuple(e.payload for e in part),
+            )
+        )
+    return runs
+
+
 def verify_run(
     log: bytes,
     after: Head | None,
@@ -155,7 +222,7 @@ def verify_run(
     *,
     club: bytes | None = None,
     every_signature: bool = False,
-) -> tuple[list[VerifiedEvent], InvalidEventError | None]:
+) -> tuple[VerifiedRun, InvalidEventError | None]:
     """Verify a contiguous run of one log that follows `after` (None: from seq 1).
 
     Returns the longest valid prefix and the error that ended it (None if all valid).
@@ -165,17 +232,21 @@ def verify_run(
     the last signature committed to the exact bytes of the whole run; finding another
     run under it means finding a sha256 collision (protocol.md §4.4 proves it in full).
     If the last signature fails we fall back to one-by-one checks to find the prefix.
-    `club`, the club of the log's descriptor: every event must be that club's (§4.3).
+    `club`, the club of the log's descriptor: every event must be that club's (§4.3);
+    without it, every event must be the first event's club.
     `every_signature` checks each signature anyway (the audit in `federation verify`).
     """
-    out: list[VerifiedEvent] = []
+    ids: list[bytes] = []
     seq = 0 if after is None else after.seq
     prev = ZERO_HASH if after is None else after.id
     error: InvalidEventError | None = None
-    # The hot path of ingest: one unpack, two sha256, a few compares per event. Any
-    # event that fails it is re-checked by _diagnose, which names what is wrong.
+    # The hot path of ingest: one unpack, two sha256, a few compares per event, and no
+    # object but the id. An event that fails is re-checked by _diagnose, which names
+    # what is wrong.
     unpack, size, sha = canonical.HEADER_STRUCT.unpack_from, SIGNED_HEADER_BYTES, hashlib.sha256
-    keys_ok: set[tuple[bytes, bytes]] = set()
+    keys_ok: set[bytes] = set()
+    if club is None and run and len(run[0][0]) == size:
+        club = unpack(run[0][0])[2]
     for signed, payload in run:
         f = unpack(signed) if len(signed) == size else None
         if not (
@@ -183,34 +254,53 @@ def verify_run(
             and f[0] == EVENT_TAG
             and f[1] == VERSION
             and f[3] == log
-            and (club is None or f[2] == club)
+            and f[2] == club
             and f[4] == seq + 1
             and f[5] == prev
             and f[7] in _KNOWN_KINDS
             and f[9] <= MAX_PAYLOAD_BYTES
             and (payload is None or (len(payload) == f[9] and sha(payload).digest() == f[8]))
-            and ((f[2], f[10]) in keys_ok or authorized(f[2], f[10]))
+            and (f[10] in keys_ok or authorized(f[2], f[10]))
         ):
             error = _diagnose(log, club, seq, prev, signed, payload, authorized)
             break
-        keys_ok.add((f[2], f[10]))
-        eid = sha(signed).digest()
-        out.append(VerifiedEvent(eid, Header(*f[2:]), signed, payload))
-        seq, prev = f[4], eid
-    if not out:
-        return out, error
-    if not every_signature:
-        try:
-            _check_signature(out[-1].header, out[-1].signed)
-            return out, error
-        except InvalidEventError:
-            pass  # find the valid prefix one by one
-    for i, event in enumerate(out):
-        try:
-            _check_signature(event.header, event.signed)
-        except InvalidEventError as exc:
-            return out[:i], exc
-    return out, error
+        keys_ok.add(f[10])
+        prev = sha(signed).digest()
+        ids.append(prev)
+        seq += 1
+    done = run[: len(ids)]
+    verified = VerifiedRun(
+        log,
+        club or ZERO_HASH,
+        after,
+        tuple(ids),
+        tuple(signed for signed, _ in done),
+        tuple(payload for _, payload in done),
+    )
+    if not ids:
+        return verified, error
+    checked = range(len(ids)) if every_signature else range(len(ids) - 1, len(ids))
+    for i in checked:
+        bad = _bad_signature(verified.signed[i])
+        if bad is None:
+            continue
+        if not every_signature:  # the last one failed: find the valid prefix one by one
+            return verify_run(log, after, done, authorized, club=club, every_signature=True)
+        return _prefix(verified, i), bad
+    return verified, error
+
+
+def _bad_signature(signed: bytes) -> InvalidEventError | None:
+    header = canonical.decode_header(signed)
+    try:
+        _check_signature(header, signed)
+    except InvalidEventError as exc:
+        return exc
+    return None
+
+
+def _prefix(run: VerifiedRun, n: int) -> VerifiedRun:
+    return VerifiedRun(run.log, run.club, run.after, run.ids[:n], run.signed[:n], run.payloads[:n])
 
 
 def _diagnose(

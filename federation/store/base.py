@@ -20,7 +20,7 @@ from typing import Protocol
 import msgspec
 
 from federation.core.canonical import Audience
-from federation.core.events import Head, VerifiedEvent
+from federation.core.events import Head, VerifiedEvent, VerifiedRun
 
 
 class RawEvent(msgspec.Struct, frozen=True, gc=False):
@@ -96,7 +96,14 @@ class Store(Protocol):
     async def log(self, log: bytes) -> LogRecord | None: ...
 
     # events
-    async def append(self, events: Sequence[VerifiedEvent]) -> None: ...
+    async def append(self, events: Sequence[VerifiedEvent]) -> None:
+        """Append events in one transaction: all of them or none."""
+        ...
+
+    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
+        """The same for runs (bulk ingest): each must follow its log's head."""
+        ...
+
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000
     ) -> list[VerifiedEvent]: ...

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent
+from federation.core.events import Head, VerifiedEvent, VerifiedRun
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
@@ -64,6 +64,9 @@ class MemoryStore:
 
     async def log(self, log: bytes) -> LogRecord | None:
         return self._record(log) if log in self._logs else None
+
+    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
+        await self.append([event for run in runs for event in run.events()])
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         self._check_open()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import aiosqlite
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
@@ -266,49 +267,58 @@ class SqliteStore:
     # --- events ---------------------------------------------------------------------
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
-        if not events:
+        await self.append_runs(runs_of(events))
+
+    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
+        runs = [run for run in runs if run.ids]
+        if not runs:
             return
         async with self._transaction() as db:
-            # log id -> [log number, club, head seq, head id], kept as the batch goes
+            # log id -> [log number, club, head], kept as the batch goes
             state: dict[bytes, list[Any]] = {}
             rows = []
-            for event in events:
-                h = event.header
-                at = state.get(h.log)
+            for run in runs:
+                at = state.get(run.log)
                 if at is None:
-                    at = state[h.log] = await self._append_state(db, event)
-                if h.club != at[1]:
+                    at = state[run.log] = await self._append_state(db, run)
+                if run.club != at[1]:
                     raise InvalidEventError(
-                        "event is signed for another club than its log's", log=h.log
+                        "event is signed for another club than its log's", log=run.log
                     )
-                if h.seq != at[2] + 1 or h.prev != at[3]:
-                    check_append(Head(at[2], at[3]) if at[2] else None, event)  # raises
-                if h.seq > MAX_SEQ:
-                    raise InvalidEventError("seq beyond what this store holds", log=h.log)
-                rows.append(((at[0] << SEQ_BITS) | h.seq, event.id, event.signed, event.payload))
-                at[2], at[3] = h.seq, event.id
+                if run.after != at[2]:
+                    check_append(at[2], run.events()[0])  # raises, naming what is wrong
+                head = run.head
+                assert head is not None  # runs hold at least one event
+                if head.seq > MAX_SEQ:
+                    raise InvalidEventError("seq beyond what this store holds", log=run.log)
+                # Rows are zipped, not built in a loop: the worker thread binds them
+                # straight from the run's tuples (the hot path of bulk ingest).
+                base = at[0] << SEQ_BITS
+                keys = range(base + run.first, base + head.seq + 1)
+                rows.append(zip(keys, run.ids, run.signed, run.payloads, strict=True))
+                at[2] = head
             await db.executemany(
-                "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)",
+                itertools.chain.from_iterable(rows),
             )
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
-                [(seq, eid, n) for n, _, seq, eid in state.values()],
+                [(head.seq, head.id, n) for n, _, head in state.values()],
             )
 
-    async def _append_state(self, db: aiosqlite.Connection, event: VerifiedEvent) -> list[Any]:
-        log = event.header.log
+    async def _append_state(self, db: aiosqlite.Connection, run: VerifiedRun) -> list[Any]:
         found = list(
             await db.execute_fetchall(
-                "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?", (log,)
+                "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?", (run.log,)
             )
         )
         if not found:
-            raise InvalidEventError("unknown log: store its descriptor first", log=log)
+            raise InvalidEventError("unknown log: store its descriptor first", log=run.log)
         n, head_seq, head_id, frozen, descriptor = found[0]
         if frozen:
-            raise InvalidEventError("log is frozen after a fork", club=event.header.club, log=log)
+            raise InvalidEventError("log is frozen after a fork", club=run.club, log=run.log)
         club = canonical.decode_log(descriptor).club
-        return [n, club, head_seq, bytes(head_id) if head_seq else canonical.ZERO_HASH]
+        return [n, club, Head(head_seq, bytes(head_id)) if head_seq else None]
 
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000

@@ -20,20 +20,17 @@ from federation.core.crypto import SigningKey
 from federation.core.events import (
     Head,
     VerifiedEvent,
+    runs_of,
     sign_event,
     verify_event,
     verify_run,
 )
 from federation.errors import InvalidEventError
-from tests.conftest import BASE_TIME_US, Club
+from tests.conftest import BASE_TIME_US, Club, run_of
 
 # Built once: Hypothesis examples must not share a function-scoped fixture.
 CLUB = Club.make(b"club a")
 EVENTS = CLUB.chain(3, payloads=[b"", b'{"text":"x"}', bytes(range(256)) * 4])
-
-
-def run_of(events: list[VerifiedEvent]) -> list[tuple[bytes, bytes | None]]:
-    return [(e.signed, e.payload) for e in events]
 
 
 def resign(club: Club, header: Header, key: SigningKey | None = None) -> bytes:
@@ -91,11 +88,11 @@ def test_erased_payload_still_verifies(club: Club) -> None:
     assert verify_event(events[1].signed, None, club.authorized).erased
     verified, error = verify_run(club.log(), None, run_of(erased), club.authorized)
     assert error is None
-    assert verified == erased
+    assert verified.events() == erased
     verified, error = verify_run(
         club.log(), None, run_of(erased), club.authorized, every_signature=True
     )
-    assert (verified, error) == (erased, None)
+    assert (verified.events(), error) == (erased, None)
 
 
 def test_oversize_payload_is_not_signed(club: Club) -> None:
@@ -122,7 +119,7 @@ def test_oversize_payload_is_refused_even_when_signed(club: Club) -> None:
         verify_event(signed, big, club.authorized)
     assert (caught.value.club, caught.value.log, caught.value.seq) == (club.id, club.log(), 1)
     verified, error = verify_run(club.log(), None, [(signed, big)], club.authorized)
-    assert verified == []
+    assert verified.events() == []
     assert error is not None
     assert "over the limit" in error.reason
 
@@ -145,7 +142,7 @@ def test_unauthorised_key_is_refused(club: Club, other_club: Club) -> None:
         verify_event(signed, payload, club.authorized)
     assert caught.value.club == club.id
     verified, error = verify_run(club.log(), None, [(signed, payload)], club.authorized)
-    assert verified == []
+    assert verified.events() == []
     assert error is not None
     assert "not authorised" in error.reason
 
@@ -188,7 +185,7 @@ def test_any_flipped_byte_fails_verification(case: tuple[int, bool, int, int]) -
     run = run_of(EVENTS)
     run[i] = (bytes(signed), bytes(payload))
     verified, run_error = verify_run(CLUB.log(), None, run, CLUB.authorized)
-    assert verified == EVENTS[:i]
+    assert verified.events() == EVENTS[:i]
     assert run_error is not None
 
 
@@ -198,20 +195,47 @@ def test_any_flipped_byte_fails_verification(case: tuple[int, bool, int, int]) -
 def test_valid_run(club: Club) -> None:
     events = club.chain(10)
     for every in (False, True):
-        assert verify_run(
+        run, error = verify_run(
             club.log(), None, run_of(events), club.authorized, every_signature=every
-        ) == (events, None)
+        )
+        assert (run.events(), error) == (events, None)
+        assert (run.log, run.club, run.after, run.first, run.head) == (
+            club.log(),
+            club.id,
+            None,
+            1,
+            Head(10, events[-1].id),
+        )
     # a run that follows a head
     after = Head(4, events[3].id)
-    assert verify_run(club.log(), after, run_of(events[4:]), club.authorized) == (events[4:], None)
-    assert verify_run(club.log(), None, [], club.authorized) == ([], None)
+    run, error = verify_run(club.log(), after, run_of(events[4:]), club.authorized)
+    assert (run.events(), error, run.first, run.head) == (events[4:], None, 5, events_head(events))
+    run, error = verify_run(club.log(), after, [], club.authorized)
+    assert (len(run), error, run.head) == (0, None, after)
+
+
+def test_runs_of_groups_consecutive_events(club: Club) -> None:
+    events = club.chain(6)
+    other = club.chain(2, audience="public")
+    runs = runs_of([*events[:3], *other, *events[4:]])
+    assert [(r.log, r.first, len(r)) for r in runs] == [
+        (club.log(), 1, 3),
+        (club.log("public"), 1, 2),
+        (club.log(), 5, 2),  # seq 4 is missing: a new run, which the store will refuse
+    ]
+    assert [e for r in runs for e in r.events()] == [*events[:3], *other, *events[4:]]
+    assert runs_of([]) == []
+
+
+def events_head(events: list[VerifiedEvent]) -> Head:
+    return Head(events[-1].header.seq, events[-1].id)
 
 
 def test_seq_gap(club: Club) -> None:
     events = club.chain(5)
     run = run_of(events[:2] + events[3:])
     verified, error = verify_run(club.log(), None, run, club.authorized)
-    assert verified == events[:2]
+    assert verified.events() == events[:2]
     assert error is not None
     assert "seq gap: expected seq 3, got 4" in str(error)
     assert error.seq == 4
@@ -219,7 +243,7 @@ def test_seq_gap(club: Club) -> None:
     verified, error = verify_run(
         club.log(), Head(1, events[0].id), run_of(events[2:]), club.authorized
     )
-    assert verified == []
+    assert verified.events() == []
     assert error is not None
     assert "expected seq 2, got 3" in str(error)
 
@@ -232,7 +256,7 @@ def test_broken_prev_link(club: Club) -> None:
     verified, error = verify_run(
         club.log(), None, run_of([events[0], events[1], third]), club.authorized
     )
-    assert verified == events[:2]
+    assert verified.events() == events[:2]
     assert error is not None
     assert "previous-hash link broken" in str(error)
     assert (error.club, error.log, error.seq) == (club.id, club.log(), 3)
@@ -240,7 +264,7 @@ def test_broken_prev_link(club: Club) -> None:
     verified, error = verify_run(
         club.log(), Head(1, b"\x01" * 32), run_of(events[1:]), club.authorized
     )
-    assert (verified, error is not None) == ([], True)
+    assert (verified.events(), error is not None) == ([], True)
 
 
 def test_altered_payload(club: Club) -> None:
@@ -248,7 +272,7 @@ def test_altered_payload(club: Club) -> None:
     run = run_of(events)
     run[2] = (run[2][0], b'{"text":"note X"}')
     verified, error = verify_run(club.log(), None, run, club.authorized)
-    assert verified == events[:2]
+    assert verified.events() == events[:2]
     assert error is not None
     assert "altered payload" in str(error)
     assert error.seq == 3
@@ -260,7 +284,7 @@ def test_forged_signature_on_the_last_event_keeps_the_prefix(club: Club) -> None
     run[-1] = (with_bad_signature(run[-1][0]), run[-1][1])
     for every in (False, True):
         verified, error = verify_run(club.log(), None, run, club.authorized, every_signature=every)
-        assert verified == events[:5]
+        assert verified.events() == events[:5]
         assert error is not None
         assert "bad signature" in str(error)
         assert error.seq == 6
@@ -279,7 +303,7 @@ def test_forged_signature_in_the_middle_found_by_the_audit(club: Club) -> None:
     rest = club.chain(2, after=Head(3, forged.id))
     run = run_of([*events, forged, *rest])
     verified, error = verify_run(club.log(), None, run, club.authorized, every_signature=True)
-    assert verified == events
+    assert verified.events() == events
     assert error is not None
     assert "bad signature" in str(error)
     assert error.seq == 3
@@ -289,18 +313,18 @@ def test_wrong_log(club: Club) -> None:
     events = club.chain(3)
     public = club.chain(1, audience="public")[0]
     verified, error = verify_run(club.log(), None, run_of([events[0], public]), club.authorized)
-    assert verified == events[:1]
+    assert verified.events() == events[:1]
     assert error is not None
     assert "another log" in str(error)
     verified, error = verify_run(club.log("public"), None, run_of(events), club.authorized)
-    assert verified == []
+    assert verified.events() == []
     assert error is not None
 
 
 def test_unauthorised_key_in_a_run(club: Club, other_club: Club) -> None:
     events = club.chain(3)
     verified, error = verify_run(club.log(), None, run_of(events), other_club.authorized)
-    assert verified == []
+    assert verified.events() == []
     assert error is not None
     assert "not authorised" in str(error)
     assert error.seq == 1
@@ -322,7 +346,7 @@ def test_oversize_payload_in_a_run(club: Club) -> None:
     )
     run = [*run_of(events), (resign(club, header), big)]
     verified, error = verify_run(club.log(), None, run, club.authorized)
-    assert verified == events
+    assert verified.events() == events
     assert error is not None
     assert "over the limit" in str(error)
     assert error.seq == 3
@@ -332,6 +356,6 @@ def test_truncated_header_in_a_run(club: Club) -> None:
     events = club.chain(2)
     run = [*run_of(events[:1]), (events[1].signed[:HEADER_BYTES], events[1].payload)]
     verified, error = verify_run(club.log(), None, run, club.authorized)
-    assert verified == events[:1]
+    assert verified.events() == events[:1]
     assert error is not None
     assert "expected 263" in str(error)

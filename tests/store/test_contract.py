@@ -13,7 +13,7 @@ from federation.errors import InvalidEventError, StoreError
 from federation.store.base import ForkRecord, ProjectionUpdate, Store
 from federation.store.memory import MemoryStore
 from federation.store.sqlite import SqliteStore
-from tests.conftest import Club
+from tests.conftest import Club, run_of
 
 Opener = Callable[[], Awaitable[Store]]
 
@@ -129,6 +129,30 @@ async def test_append_is_atomic(store: Store, club: Club) -> None:
     # and the store still takes the good events afterwards
     await store.append(events[1:])
     assert await all_events(store, club.log()) == events
+
+
+async def test_append_runs_from_verification(store: Store, club: Club) -> None:
+    """Bulk ingest's path: runs as verify_run makes them, several in one transaction."""
+    await add_club(store, club)
+    events, public = club.chain(5), club.chain(3, audience="public")
+    first, _ = verify_run(club.log(), None, run_of(events[:2]), club.authorized)
+    rest, _ = verify_run(club.log(), first.head, run_of(events[2:]), club.authorized)
+    other, _ = verify_run(club.log("public"), None, run_of(public), club.authorized)
+    empty, _ = verify_run(club.log("public"), None, [], club.authorized)
+    await store.append_runs([first, other, rest, empty])
+    assert await all_events(store, club.log()) == events
+    assert await all_events(store, club.log("public")) == public
+    record = await store.log(club.log())
+    assert record is not None
+    assert record.head == rest.head
+    # a run that does not follow the head refuses the whole call
+    more = club.chain(2, after=rest.head)
+    late, _ = verify_run(club.log(), Head(6, more[0].id), run_of(more[1:]), club.authorized)
+    tail = club.chain(1, audience="public", after=other.head)
+    ok, _ = verify_run(club.log("public"), other.head, run_of(tail), club.authorized)
+    with pytest.raises(InvalidEventError, match="does not extend the log"):
+        await store.append_runs([ok, late])
+    assert await store.count_events() == 8
 
 
 async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
@@ -248,7 +272,7 @@ async def test_erase_keeps_the_header(store: Store, club: Club) -> None:
     run = [(e.signed, e.payload) for e in held]
     verified, error = verify_run(club.log(), None, run, club.authorized, every_signature=True)
     assert error is None
-    assert verified == held
+    assert verified.events() == held
     # and the log still grows
     await store.append(club.chain(1, after=Head(4, events[-1].id)))
     assert await store.count_events() == 5

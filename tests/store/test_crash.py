@@ -106,7 +106,7 @@ async def check_store(path: Path, reported: dict[bytes, int]) -> None:
                 log, None, run, crash_writer.authorized, every_signature=True
             )
             assert error is None, str(error)
-            assert verified == held
+            assert verified.events() == held
             assert [e.header.seq for e in held] == list(range(1, len(held) + 1))
             assert record.head is not None
             assert record.head.seq == len(held)
