@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
@@ -102,6 +101,39 @@ _status_encoder = msgspec.msgpack.Encoder()
 _status_decoder = msgspec.msgpack.Decoder(PeerStatus)
 
 
+# One statement inserts a whole run, its rows cut out of a few joined blobs inside
+# SQLite. Python's sqlite3 binds parameters holding the GIL and releases it while
+# SQLite steps: with five parameters a run instead of four an event, the worker
+# thread inserts a run of thousands of events without the GIL, and the event loop
+# verifies the next batch meanwhile (bulk ingest's hot path: bench/RESULTS.md).
+# `sizes` is a JSON array of payload sizes, -1 for an erased payload; a payload's
+# offset in `payloads` is the sum of the sizes before it.
+_INSERT_RUN = f"""
+INSERT INTO event (k, id, signed, payload)
+SELECT :first + key,
+       substr(:ids, key * {canonical.HASH_BYTES} + 1, {canonical.HASH_BYTES}),
+       substr(:signed, key * {canonical.SIGNED_HEADER_BYTES} + 1, {canonical.SIGNED_HEADER_BYTES}),
+       CASE WHEN size < 0 THEN NULL ELSE substr(:payloads, start + 1, size) END
+FROM (
+    SELECT key, value AS size, sum(max(value, 0)) OVER (ORDER BY key) - max(value, 0) AS start
+    FROM json_each(:sizes)
+)
+"""
+_sizes_encoder = msgspec.json.Encoder()
+
+
+def _run_rows(first: int, run: VerifiedRun) -> dict[str, Any]:
+    """The parameters of _INSERT_RUN for a run whose first row key is `first`."""
+    sizes = [-1 if p is None else len(p) for p in run.payloads]
+    return {
+        "first": first,
+        "ids": b"".join(run.ids),
+        "signed": b"".join(run.signed),
+        "payloads": b"".join(p for p in run.payloads if p is not None),
+        "sizes": _sizes_encoder.encode(sizes).decode(),
+    }
+
+
 def _row_event(signed: bytes, eid: bytes, payload: bytes | None) -> VerifiedEvent:
     # Rows were verified before they were stored; decoding the header restores the type.
     return VerifiedEvent(eid, canonical.decode_header(signed), signed, payload)
@@ -184,6 +216,14 @@ class SqliteStore:
         # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        try:  # what _INSERT_RUN needs: JSON (built in since 3.38) and window functions
+            await db.execute("SELECT sum(value) OVER (ORDER BY key) FROM json_each('[1]')")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"this Python's SQLite {sqlite3.sqlite_version} lacks JSON or window "
+                f"functions ({exc}); use a Python built with SQLite 3.38 or later",
+                path=str(self.path),
+            ) from exc
         version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -275,12 +315,10 @@ class SqliteStore:
             return
         async with self._transaction() as db:
             # log id -> [log number, club, head], kept as the batch goes
-            state: dict[bytes, list[Any]] = {}
+            state = await self._append_state(db, runs)
             rows = []
             for run in runs:
-                at = state.get(run.log)
-                if at is None:
-                    at = state[run.log] = await self._append_state(db, run)
+                at = state[run.log]
                 if run.club != at[1]:
                     raise InvalidEventError(
                         "event is signed for another club than its log's", log=run.log
@@ -291,34 +329,42 @@ class SqliteStore:
                 assert head is not None  # runs hold at least one event
                 if head.seq > MAX_SEQ:
                     raise InvalidEventError("seq beyond what this store holds", log=run.log)
-                # Rows are zipped, not built in a loop: the worker thread binds them
-                # straight from the run's tuples (the hot path of bulk ingest).
-                base = at[0] << SEQ_BITS
-                keys = range(base + run.first, base + head.seq + 1)
-                rows.append(zip(keys, run.ids, run.signed, run.payloads, strict=True))
+                rows.append(_run_rows((at[0] << SEQ_BITS) | run.first, run))
                 at[2] = head
-            await db.executemany(
-                "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)",
-                itertools.chain.from_iterable(rows),
-            )
+            # Queued all at once, the statements run back to back on the worker
+            # thread; awaited one by one, each would wait for the event loop to turn
+            # (a peer's next batch being verified) before the next could start.
+            await asyncio.gather(*(db.execute(_INSERT_RUN, params) for params in rows))
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(head.seq, head.id, n) for n, _, head in state.values()],
             )
 
-    async def _append_state(self, db: aiosqlite.Connection, run: VerifiedRun) -> list[Any]:
-        found = list(
-            await db.execute_fetchall(
-                "SELECT n, head_seq, head_id, frozen, descriptor FROM log WHERE id = ?", (run.log,)
+    async def _append_state(
+        self, db: aiosqlite.Connection, runs: Sequence[VerifiedRun]
+    ) -> dict[bytes, list[Any]]:
+        """Each log's [number, club, head], read inside the write transaction."""
+        logs = list(dict.fromkeys(run.log for run in runs))
+        found = {
+            bytes(row[0]): row[1:]
+            for row in await db.execute_fetchall(
+                "SELECT id, n, head_seq, head_id, frozen, descriptor FROM log "
+                f"WHERE id IN ({', '.join('?' * len(logs))})",
+                logs,
             )
-        )
-        if not found:
-            raise InvalidEventError("unknown log: store its descriptor first", log=run.log)
-        n, head_seq, head_id, frozen, descriptor = found[0]
-        if frozen:
-            raise InvalidEventError("log is frozen after a fork", club=run.club, log=run.log)
-        club = canonical.decode_log(descriptor).club
-        return [n, club, Head(head_seq, bytes(head_id)) if head_seq else None]
+        }
+        state: dict[bytes, list[Any]] = {}
+        for run in runs:
+            if run.log in state:
+                continue
+            if run.log not in found:
+                raise InvalidEventError("unknown log: store its descriptor first", log=run.log)
+            n, head_seq, head_id, frozen, descriptor = found[run.log]
+            if frozen:
+                raise InvalidEventError("log is frozen after a fork", club=run.club, log=run.log)
+            club = canonical.decode_log(descriptor).club
+            state[run.log] = [n, club, Head(head_seq, bytes(head_id)) if head_seq else None]
+        return state
 
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000

@@ -155,6 +155,26 @@ async def test_append_runs_from_verification(store: Store, club: Club) -> None:
     assert await store.count_events() == 8
 
 
+async def test_payloads_of_every_size_and_erased_ones_come_back_exactly(
+    store: Store, club: Club
+) -> None:
+    """The SQLite store cuts a run's rows out of joined blobs: check each boundary."""
+    await add_club(store, club)
+    payloads = [b"", b"x", bytes(range(256)) * 256, b"", b"last"]  # 64 KiB in the middle
+    events = club.chain(len(payloads), payloads=payloads)
+    erased = [
+        VerifiedEvent(e.id, e.header, e.signed, None) if i in (1, 3) else e
+        for i, e in enumerate(events)
+    ]
+    run, error = verify_run(club.log(), None, run_of(erased), club.authorized)
+    assert error is None
+    await store.append_runs([run])
+    held = await all_events(store, club.log())
+    assert held == erased
+    assert [e.payload for e in held] == [b"", None, payloads[2], None, b"last"]
+    assert [type(e.payload) for e in held] == [bytes, type(None), bytes, type(None), bytes]
+
+
 async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
     await add_club(store, club)
     events = club.chain(3)
