@@ -1,7 +1,8 @@
 """Events: signing, and verification one by one or a run at a time (protocol.md §3, §4).
 
-`VerifiedEvent` is the only type the store accepts. It is made here and nowhere
-else: by signing a new event, or by verifying received bytes.
+`VerifiedEvent` and `VerifiedRun` (consecutive events of one log) are the only
+types the store accepts. They are made here and nowhere else: by signing a new
+event, or by verifying received bytes.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ CACHE_KIB = 32 * 1024
 # Checkpoint the WAL into the database every this many pages (~32 MiB) rather than
 # SQLite's default 1,000: a bulk sync then checkpoints (and fsyncs) 8x less often.
 WAL_CHECKPOINT_PAGES = 8000
+# A run this long is inserted by one _INSERT_RUN statement; shorter ones (a post, or
+# interleaved events of several logs) row by row, where one statement's fixed cost
+# (a round trip to the store's thread, ~50 us) would outweigh binding their rows.
+RUN_STATEMENT_EVENTS = 32
 # How long a writer waits for another process's write (e.g. the CLI while the node runs).
 BUSY_TIMEOUT_MS = 10_000
 
@@ -316,7 +320,8 @@ class SqliteStore:
         async with self._transaction() as db:
             # log id -> [log number, club, head], kept as the batch goes
             state = await self._append_state(db, runs)
-            rows = []
+            rows: list[tuple[int, bytes, bytes, bytes | None]] = []  # short runs
+            statements = []  # long runs, one _INSERT_RUN each
             for run in runs:
                 at = state[run.log]
                 if run.club != at[1]:
@@ -329,12 +334,21 @@ class SqliteStore:
                 assert head is not None  # runs hold at least one event
                 if head.seq > MAX_SEQ:
                     raise InvalidEventError("seq beyond what this store holds", log=run.log)
-                rows.append(_run_rows((at[0] << SEQ_BITS) | run.first, run))
+                first = (at[0] << SEQ_BITS) | run.first
+                if len(run) >= RUN_STATEMENT_EVENTS:
+                    statements.append(_run_rows(first, run))
+                else:
+                    keys = range(first, first + len(run))
+                    rows.extend(zip(keys, run.ids, run.signed, run.payloads, strict=True))
                 at[2] = head
+            if rows:
+                await db.executemany(
+                    "INSERT INTO event (k, id, signed, payload) VALUES (?, ?, ?, ?)", rows
+                )
             # Queued all at once, the statements run back to back on the worker
             # thread; awaited one by one, each would wait for the event loop to turn
             # (a peer's next batch being verified) before the next could start.
-            await asyncio.gather(*(db.execute(_INSERT_RUN, params) for params in rows))
+            await asyncio.gather(*(db.execute(_INSERT_RUN, params) for params in statements))
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(head.seq, head.id, n) for n, _, head in state.values()],

@@ -12,7 +12,7 @@ from federation.core.events import Head, VerifiedEvent, verify_run
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import ForkRecord, ProjectionUpdate, Store
 from federation.store.memory import MemoryStore
-from federation.store.sqlite import SqliteStore
+from federation.store.sqlite import RUN_STATEMENT_EVENTS, SqliteStore
 from tests.conftest import Club, run_of
 
 Opener = Callable[[], Awaitable[Store]]
@@ -132,9 +132,10 @@ async def test_append_is_atomic(store: Store, club: Club) -> None:
 
 
 async def test_append_runs_from_verification(store: Store, club: Club) -> None:
-    """Bulk ingest's path: runs as verify_run makes them, several in one transaction."""
+    """Bulk ingest's path: runs as verify_run makes them, several in one transaction,
+    long (one statement each in SQLite) and short (row by row) together."""
     await add_club(store, club)
-    events, public = club.chain(5), club.chain(3, audience="public")
+    events, public = club.chain(RUN_STATEMENT_EVENTS + 2), club.chain(3, audience="public")
     first, _ = verify_run(club.log(), None, run_of(events[:2]), club.authorized)
     rest, _ = verify_run(club.log(), first.head, run_of(events[2:]), club.authorized)
     other, _ = verify_run(club.log("public"), None, run_of(public), club.authorized)
@@ -147,23 +148,28 @@ async def test_append_runs_from_verification(store: Store, club: Club) -> None:
     assert record.head == rest.head
     # a run that does not follow the head refuses the whole call
     more = club.chain(2, after=rest.head)
-    late, _ = verify_run(club.log(), Head(6, more[0].id), run_of(more[1:]), club.authorized)
+    skipped = Head(len(events) + 1, more[0].id)
+    late, _ = verify_run(club.log(), skipped, run_of(more[1:]), club.authorized)
     tail = club.chain(1, audience="public", after=other.head)
     ok, _ = verify_run(club.log("public"), other.head, run_of(tail), club.authorized)
     with pytest.raises(InvalidEventError, match="does not extend the log"):
         await store.append_runs([ok, late])
-    assert await store.count_events() == 8
+    assert await store.count_events() == len(events) + len(public)
 
 
+@pytest.mark.parametrize("length", [5, RUN_STATEMENT_EVENTS + 3])
 async def test_payloads_of_every_size_and_erased_ones_come_back_exactly(
-    store: Store, club: Club
+    store: Store, club: Club, length: int
 ) -> None:
-    """The SQLite store cuts a run's rows out of joined blobs: check each boundary."""
+    """The SQLite store binds a short run row by row and cuts a long one out of joined
+    blobs: check each boundary both ways (empty, 64 KiB and erased payloads)."""
     await add_club(store, club)
-    payloads = [b"", b"x", bytes(range(256)) * 256, b"", b"last"]  # 64 KiB in the middle
-    events = club.chain(len(payloads), payloads=payloads)
+    payloads = [b"", b"x", bytes(range(256)) * 256] + [b"%d" % i for i in range(length - 5)]
+    payloads += [b"", b"last"]
+    events = club.chain(length, payloads=payloads)
+    gone = {1, length - 2}
     erased = [
-        VerifiedEvent(e.id, e.header, e.signed, None) if i in (1, 3) else e
+        VerifiedEvent(e.id, e.header, e.signed, None) if i in gone else e
         for i, e in enumerate(events)
     ]
     run, error = verify_run(club.log(), None, run_of(erased), club.authorized)
@@ -171,8 +177,8 @@ async def test_payloads_of_every_size_and_erased_ones_come_back_exactly(
     await store.append_runs([run])
     held = await all_events(store, club.log())
     assert held == erased
-    assert [e.payload for e in held] == [b"", None, payloads[2], None, b"last"]
-    assert [type(e.payload) for e in held] == [bytes, type(None), bytes, type(None), bytes]
+    assert [e.payload for e in held] == [None if i in gone else p for i, p in enumerate(payloads)]
+    assert all(type(e.payload) is bytes for i, e in enumerate(held) if i not in gone)
 
 
 async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
