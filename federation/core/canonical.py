@@ -62,6 +62,9 @@ class Kind(IntEnum):
 _HEADER = struct.Struct(">16sB32s32sQ32sqH32sI32s")
 HEADER_STRUCT = _HEADER  # for the ingest hot path (events.verify_run), read-only
 HEADER_BYTES = _HEADER.size  # 199
+# Where `prev` starts: after tag, version, club, log and seq. The store finds an event
+# by id in its successor's `prev`, so it keeps no id of its own.
+PREV_OFFSET = struct.calcsize(">16sB32s32sQ")  # 89
 SIGNATURE_BYTES = 64
 SIGNED_HEADER_BYTES = HEADER_BYTES + SIGNATURE_BYTES  # 263
 

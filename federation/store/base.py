@@ -24,10 +24,9 @@ from federation.core.events import Head, VerifiedEvent, VerifiedRun
 
 
 class RawEvent(msgspec.Struct, frozen=True, gc=False):
-    """A stored event as bytes, not decoded: what `federation verify` audits."""
+    """A stored event as bytes, not decoded: what peers are sent and `verify` audits."""
 
     seq: int
-    id: bytes
     signed: bytes
     payload: bytes | None
 

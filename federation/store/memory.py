@@ -97,7 +97,7 @@ class MemoryStore:
 
     async def raw_events(self, log: bytes, after_seq: int = 0, limit: int = 1000) -> list[RawEvent]:
         return [
-            RawEvent(e.header.seq, e.id, e.signed, e.payload)
+            RawEvent(e.header.seq, e.signed, e.payload)
             for e in await self.events(log, after_seq, limit)
         ]
 
