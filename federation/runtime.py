@@ -43,26 +43,44 @@ class Runtime:
         self.version = 0
         self.closing = False  # set at shutdown: long-polls answer at once
         self._data_version = -1
+        self._roster_heads: dict[bytes, Head | None] = {}  # each roster's log at its fold
 
-    async def refresh(self) -> None:
-        """Reload the caches from the store and wake everyone waiting for a change."""
-        self._data_version = await self.store.data_version()
+    async def refresh(self, *, appended_only: bool = False) -> None:
+        """Reload the caches from the store and wake everyone waiting for a change.
+
+        `appended_only`: the change was our own ingest, which only appends (and
+        freezes): a roster is folded on from where it was, not again from seq 1.
+        Any other change, such as an erase by the CLI, refolds every roster.
+        """
+        version = await self.store.data_version()
+        if version != self._data_version:
+            appended_only = False  # another process committed too: it may have erased
+        self._data_version = version
         self.genesis_raw = await self.store.clubs()
         self.genesis = {c: canonical.decode_genesis(g) for c, g in self.genesis_raw.items()}
         self.node.genesis = self.genesis
         self.logs = {r.id: r for r in await self.store.logs()}
         self.peers = {p.club: p for p in await self.store.peers()}
         rosters: dict[bytes, Roster] = {}
+        heads: dict[bytes, Head | None] = {}  # the last roster event folded, per club
         for club in list(self.genesis):  # shared with the node: peers.add may add to it
             log = roster_log_id(club)
-            if log in self.logs:
-                roster: set[bytes] = set()
-                after = 0
-                while page := await self.store.events(log, after, 5000):
-                    fold_roster(roster, page)
-                    after = page[-1].header.seq
-                rosters[club] = frozenset(roster)
-        self.rosters = rosters
+            if log not in self.logs:
+                continue
+            roster: set[bytes] = set()
+            folded = self._roster_heads.get(club)
+            if not (appended_only and club in self.rosters and folded is not None):
+                folded = None
+            elif folded == self.logs[log].head:
+                rosters[club], heads[club] = self.rosters[club], folded
+                continue
+            else:
+                roster = set(self.rosters[club])  # fold on from where it was
+            while page := await self.store.events(log, folded.seq if folded else 0, 5000):
+                fold_roster(roster, page)
+                folded = Head(page[-1].header.seq, page[-1].id)
+            rosters[club], heads[club] = frozenset(roster), folded
+        self.rosters, self._roster_heads = rosters, heads
         self.version += 1
         async with self.changed:
             self.changed.notify_all()

@@ -101,7 +101,7 @@ async def sync_round(
             result.already += ingest.already
             result.forks += len(ingest.forks)
             if ingest.added or ingest.forks:
-                await rt.refresh()
+                await rt.refresh(appended_only=True)
         now = {log: r.head for log, r in rt.logs.items()}
         result.behind = session.behind(now)
         if not session.more:
