@@ -104,7 +104,7 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def decode(data: bytes, *, limit: int = MAX_MESSAGE_BYTES) -> Message:
+def decode(data: bytes | memoryview, *, limit: int = MAX_MESSAGE_BYTES) -> Message:
     if len(data) > limit:
         raise RemoteProtocolError(
             f"message of {len(data)} bytes is over the limit of {limit}",
@@ -142,9 +142,12 @@ class FrameReader:
             end = FRAME_HEADER.size + size
             if len(self._buffer) < end:
                 return
-            body = bytes(self._buffer[FRAME_HEADER.size : end])
+            # Decoded in place: msgspec copies out what it keeps, so the frame is not
+            # copied twice first (a sync moves hundreds of MB through here).
+            with memoryview(self._buffer) as view:
+                message = decode(view[FRAME_HEADER.size : end], limit=MAX_FRAME_BYTES)
             del self._buffer[:end]
-            yield decode(body, limit=MAX_FRAME_BYTES)
+            yield message
 
     def at_boundary(self) -> bool:
         return not self._buffer
