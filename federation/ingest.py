@@ -17,7 +17,7 @@ from federation.core.canonical import Genesis
 from federation.core.events import Head, VerifiedRun, verify_event, verify_run
 from federation.core.log import fork_between
 from federation.errors import FederationError, ForkError, InvalidEventError
-from federation.store.base import ForkRecord, Store
+from federation.store.base import ForkRecord, LogRecord, Store
 
 # Events per transaction: one durable commit (an fsync) per this many events keeps
 # the commit cost small per event, while a crash loses at most this much re-fetchable
@@ -52,6 +52,11 @@ class Ingest:
         self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
         self._candidates: dict[bytes, Genesis] = {}  # the same, decoded and checked
         self._unstored: dict[bytes, tuple[bytes, bytes]] = {}  # log -> (descriptor, club)
+        # A peer's clubs and logs whose first events verified: stored with those events,
+        # in their transaction (a write of their own would wait for the commit ahead).
+        self._new_clubs: dict[bytes, bytes] = {}
+        self._new_logs: dict[bytes, bytes] = {}
+        self._records: dict[bytes, LogRecord] | None = None
         self._commit: asyncio.Task[None] | None = None
 
     def authorized(self, club: bytes, key: bytes) -> bool:
@@ -93,20 +98,31 @@ class Ingest:
             raise InvalidEventError("log of a club whose genesis was not given", log=log)
         if self.allow_private:
             await self.store.put_log(log, descriptor)
-        elif await self.store.log(log) is None:
+        elif await self._record(log) is None:
             self._unstored[log] = (descriptor, d.club)
 
-    async def _store_new_log(self, log: bytes) -> None:
-        """The first event of a log from a peer verified: now keep its club and log."""
+    def _keep_new_log(self, log: bytes) -> None:
+        """The first event of a log from a peer verified: keep its club and log with it."""
         descriptor, club = self._unstored.pop(log)
         if club not in self.genesis:
-            await self.club(club, self._offered.pop(club))
-            self._candidates.pop(club, None)
-        await self.store.put_log(log, descriptor)
+            self._new_clubs[club] = self._offered.pop(club)
+            self.genesis[club] = self._candidates.pop(club)
+        self._new_logs[log] = descriptor
+
+    async def _record(self, log: bytes) -> LogRecord | None:
+        """The log as the store held it when this ingest began. Read in one query: one
+        read a log would queue behind the commit running on the store's thread. The
+        heads are as fresh as the frontier the round compared; should another peer's
+        ingest extend a log meanwhile, the store refuses our stale run and the next
+        round resumes from the new head."""
+        if self._records is None:
+            self._records = {r.id: r for r in await self.store.logs()}
+        record = self._records.get(log)
+        return record if record is not None else await self.store.log(log)
 
     async def _head(self, log: bytes) -> Head | None:
         if log not in self.heads:
-            record = await self.store.log(log)
+            record = await self._record(log)
             if record is None and log in self._unstored:
                 self.heads[log] = None
                 self.clubs[log] = self._unstored[log][1]
@@ -147,7 +163,7 @@ class Ingest:
             log, head, events[start:], self.authorized, club=self.clubs[log]
         )
         if verified and log in self._unstored:
-            await self._store_new_log(log)
+            self._keep_new_log(log)
         if verified:
             self.heads[log] = verified.head
             self._pending.append(verified)
@@ -194,9 +210,13 @@ class Ingest:
             await task
         if self._pending:
             batch, self._pending = self._pending, []
+            clubs, self._new_clubs = self._new_clubs, {}
+            logs, self._new_logs = self._new_logs, {}
             self.added += self._pending_events
             self._pending_events = 0
-            self._commit = asyncio.ensure_future(self.store.append_runs(batch))
+            self._commit = asyncio.ensure_future(
+                self.store.append_runs(batch, clubs=clubs, logs=logs)
+            )
         if wait and self._commit is not None:
             task, self._commit = self._commit, None
             await task

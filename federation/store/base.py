@@ -99,8 +99,16 @@ class Store(Protocol):
         """Append events in one transaction: all of them or none."""
         ...
 
-    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
-        """The same for runs (bulk ingest): each must follow its log's head."""
+    async def append_runs(
+        self,
+        runs: Sequence[VerifiedRun],
+        *,
+        clubs: Mapping[bytes, bytes] | None = None,
+        logs: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        """The same for runs (bulk ingest): each must follow its log's head. `clubs`
+        (id -> genesis) and `logs` (id -> descriptor) are put first, in the same
+        transaction: a peer's new log is kept with its first events or not at all."""
         ...
 
     async def events(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -65,8 +65,28 @@ class MemoryStore:
     async def log(self, log: bytes) -> LogRecord | None:
         return self._record(log) if log in self._logs else None
 
-    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
-        await self.append([event for run in runs for event in run.events()])
+    async def append_runs(
+        self,
+        runs: Sequence[VerifiedRun],
+        *,
+        clubs: Mapping[bytes, bytes] | None = None,
+        logs: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        self._check_open()
+        new_clubs = [c for c in clubs or {} if c not in self._clubs]
+        new_logs = [log for log in logs or {} if log not in self._logs]
+        for club in new_clubs:
+            await self.put_club(club, (clubs or {})[club])
+        for log in new_logs:
+            await self.put_log(log, (logs or {})[log])
+        try:
+            await self.append([event for run in runs for event in run.events()])
+        except BaseException:  # all or nothing, as in one transaction
+            for club in new_clubs:
+                del self._clubs[club]
+            for log in new_logs:
+                del self._logs[log], self._events[log]
+            raise
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         self._check_open()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -322,11 +322,27 @@ class SqliteStore:
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         await self.append_runs(runs_of(events))
 
-    async def append_runs(self, runs: Sequence[VerifiedRun]) -> None:
+    async def append_runs(
+        self,
+        runs: Sequence[VerifiedRun],
+        *,
+        clubs: Mapping[bytes, bytes] | None = None,
+        logs: Mapping[bytes, bytes] | None = None,
+    ) -> None:
         runs = [run for run in runs if run.ids]
-        if not runs:
+        if not runs and not clubs and not logs:
             return
         async with self._transaction() as db:
+            if clubs:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", clubs.items()
+                )
+            if logs:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", logs.items()
+                )
+            if not runs:
+                return
             # log id -> [log number, club, head], kept as the batch goes
             state = await self._append_state(db, runs)
             rows: list[tuple[int, bytes, bytes | None]] = []  # short runs

@@ -181,6 +181,35 @@ async def test_payloads_of_every_size_and_erased_ones_come_back_exactly(
     assert all(type(e.payload) is bytes for i, e in enumerate(held) if i not in gone)
 
 
+async def test_append_runs_puts_new_clubs_and_logs_with_the_events(
+    store: Store, club: Club, other_club: Club
+) -> None:
+    """A peer's new club and log are kept with their first events, or not at all."""
+    await add_club(store, club)
+    log = other_club.log()
+    descriptor = other_club.descriptors["federation"]
+    events = other_club.chain(3)
+    first, _ = verify_run(log, None, run_of(events[:1]), other_club.authorized)
+    gap, _ = verify_run(log, Head(2, events[1].id), run_of(events[2:]), other_club.authorized)
+    with pytest.raises(InvalidEventError, match="does not extend the log"):
+        await store.append_runs(
+            [gap], clubs={other_club.id: other_club.genesis}, logs={log: descriptor}
+        )
+    assert other_club.id not in await store.clubs()
+    assert await store.log(log) is None
+    await store.append_runs(
+        [first], clubs={other_club.id: other_club.genesis}, logs={log: descriptor}
+    )
+    assert (await store.clubs())[other_club.id] == other_club.genesis
+    assert await all_events(store, log) == events[:1]
+    # already held: put again without harm
+    rest, _ = verify_run(log, first.head, run_of(events[1:]), other_club.authorized)
+    await store.append_runs(
+        [rest], clubs={other_club.id: other_club.genesis}, logs={log: descriptor}
+    )
+    assert await all_events(store, log) == events
+
+
 async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
     await add_club(store, club)
     events = club.chain(3)
