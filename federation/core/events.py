@@ -186,6 +186,22 @@ class VerifiedRun(msgspec.Struct, frozen=True, gc=False):
         ]
 
 
+def rest_after(run: VerifiedRun, head: Head | None) -> VerifiedRun | None:
+    """The part of `run` after `head`: all of it if it starts there, its tail if it
+    passes through `head` (two peers' ingests of the same events: the second is then
+    a no-op, not an error), None if it does not connect to `head` at all."""
+    if run.after == head:
+        return run
+    if head is None:
+        return None
+    at = head.seq - run.first  # where `head` falls in the run
+    if not 0 <= at < len(run.ids) or run.ids[at] != head.id:
+        return None
+    # The ids chain back through every `prev`: one equal id means an equal prefix.
+    n = at + 1
+    return VerifiedRun(run.log, run.club, head, run.ids[n:], run.signed[n:], run.payloads[n:])
+
+
 def runs_of(events: Sequence[VerifiedEvent]) -> list[VerifiedRun]:
     """Events in runs: a new run starts wherever an event does not follow the last."""
     runs: list[VerifiedRun] = []

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent, VerifiedRun
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, rest_after, runs_of
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
@@ -79,8 +79,26 @@ class MemoryStore:
             await self.put_club(club, (clubs or {})[club])
         for log in new_logs:
             await self.put_log(log, (logs or {})[log])
+        heads: dict[bytes, Head | None] = {}
+        rests = []
+        for run in runs:
+            if run.log not in heads and run.log in self._logs:
+                heads[run.log] = self._record(run.log).head
+            rest = rest_after(run, heads[run.log]) if run.log in heads else None
+            held = self._events.get(run.log, [])
+            last = run.head
+            if (
+                rest is None
+                and last is not None
+                and 0 < last.seq <= len(held)
+                and (held[last.seq - 1].id == last.id)
+            ):
+                continue  # all of it held already (another peer's ingest was first)
+            rest = run if rest is None else rest  # append names what is wrong
+            heads[run.log] = rest.head
+            rests.append(rest)
         try:
-            await self.append([event for run in runs for event in run.events()])
+            await self._append_events([event for run in rests for event in run.events()])
         except BaseException:  # all or nothing, as in one transaction
             for club in new_clubs:
                 del self._clubs[club]
@@ -89,6 +107,9 @@ class MemoryStore:
             raise
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
+        await self.append_runs(runs_of(events))
+
+    async def _append_events(self, events: Sequence[VerifiedEvent]) -> None:
         self._check_open()
         heads: dict[bytes, Head | None] = {}
         for event in events:  # check the whole batch first: all or nothing

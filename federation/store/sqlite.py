@@ -19,7 +19,7 @@ import aiosqlite
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, rest_after, runs_of
 from federation.core.log import check_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
@@ -353,8 +353,15 @@ class SqliteStore:
                     raise InvalidEventError(
                         "event is signed for another club than its log's", log=run.log
                     )
-                if run.after != at[2]:
+                rest = rest_after(run, at[2])
+                if rest is None and await self._holds(db, at[0], run.head):
+                    continue  # all of it held already (another peer's ingest was first)
+                if rest is None:
                     check_append(at[2], run.events()[0])  # raises, naming what is wrong
+                    raise InvalidEventError("run does not extend the log", log=run.log)
+                if not rest.ids:
+                    continue  # held already
+                run = rest
                 head = run.head
                 assert head is not None  # runs hold at least one event
                 if head.seq > MAX_SEQ:
@@ -378,6 +385,18 @@ class SqliteStore:
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(head.seq, head.id, n) for n, _, head in state.values()],
             )
+
+    @staticmethod
+    async def _holds(db: aiosqlite.Connection, n: int, head: Head | None) -> bool:
+        """Whether log number `n` holds the event `head` names."""
+        if head is None:
+            return False
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT signed FROM event WHERE k = ?", ((n << SEQ_BITS) | head.seq,)
+            )
+        )
+        return bool(rows) and canonical.event_id(rows[0][0]) == head.id
 
     async def _append_state(
         self, db: aiosqlite.Connection, runs: Sequence[VerifiedRun]

@@ -216,8 +216,10 @@ async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
     with pytest.raises(InvalidEventError, match="head is seq 0"):
         await store.append(events[1:2])  # seq 2 on an empty log
     await store.append(events[:2])
+    # seq 2 at seq 2 again, but another event: a fork is refused
+    fork = club.chain(1, after=Head(1, events[0].id), payloads=[b"fork"])
     with pytest.raises(InvalidEventError, match="head is seq 2"):
-        await store.append(events[1:2])  # seq 2 again
+        await store.append(fork)
     # seq 3 that follows a different seq 2
     other = club.chain(1, after=Head(1, events[0].id), payloads=[b"other"])[0]
     stray = club.chain(1, after=Head(2, other.id))[0]
@@ -226,6 +228,22 @@ async def test_chain_rule_is_enforced(store: Store, club: Club) -> None:
     with pytest.raises(InvalidEventError, match="unknown log"):
         await store.append(Club.make(b"stranger").chain(1))
     assert await all_events(store, club.log()) == events[:2]
+
+
+async def test_events_held_already_are_a_no_op(store: Store, club: Club) -> None:
+    """Two peers' ingests of the same events race: the second commit must not fail."""
+    await add_club(store, club)
+    events = club.chain(5)
+    await store.append(events[:3])
+    await store.append(events[1:2])  # held: nothing to do
+    await store.append(events[:3])
+    first, _ = verify_run(club.log(), None, run_of(events[:2]), club.authorized)
+    through, _ = verify_run(club.log(), None, run_of(events), club.authorized)
+    await store.append_runs([first, through])  # one held, one that passes the head
+    assert await all_events(store, club.log()) == events
+    record = await store.log(club.log())
+    assert record is not None
+    assert record.head == Head(5, events[-1].id)
 
 
 async def test_frozen_log_refuses_appends(store: Store, club: Club) -> None:
