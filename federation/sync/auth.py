@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from federation.core import canonical
 from federation.core.canonical import RequestToken
-from federation.core.crypto import SigningKey, random_bytes, verify_signature
+from federation.core.crypto import SigningKey, verify_signature
 from federation.core.events import KeyCheck
 from federation.errors import InvalidEventError, RemoteProtocolError
 
@@ -36,13 +36,15 @@ def make(
     target: str,
     body: bytes,
     now_us: int,
+    nonce: bytes,
 ) -> str:
-    """The Authorization header value for one request."""
+    """The Authorization header value for one request. The caller draws `nonce`
+    (REQUEST_NONCE_BYTES random bytes), as it reads the clock: this stays pure."""
     token = RequestToken(
         sender,
         recipient,
         now_us,
-        random_bytes(canonical.REQUEST_NONCE_BYTES),
+        nonce,
         canonical.sha256(body),
         key.public,
         method,

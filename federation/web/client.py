@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from federation.core.crypto import SigningKey
+from federation.core.canonical import REQUEST_NONCE_BYTES
+from federation.core.crypto import SigningKey, random_bytes
 from federation.errors import PeerUnavailableError, RemoteProtocolError
 from federation.node import Clock
 from federation.store.base import PeerRecord
@@ -62,6 +63,7 @@ class PeerClient:
             target=target,
             body=body,
             now_us=self.clock(),
+            nonce=random_bytes(REQUEST_NONCE_BYTES),
         )
         return {"Authorization": token, "Content-Type": CONTENT_TYPE}
 

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from federation.core import canonical
-from federation.core.canonical import RequestToken
+from federation.core.canonical import REQUEST_NONCE_BYTES, RequestToken
+from federation.core.crypto import random_bytes
 from federation.errors import RemoteProtocolError
 from federation.sync import auth
 from federation.sync.auth import MAX_CLOCK_SKEW_US, ReplayGuard
@@ -30,6 +31,7 @@ def token(*, now_us: int = NOW_US, sender: Club = SENDER) -> str:
         target=TARGET,
         body=BODY,
         now_us=now_us,
+        nonce=random_bytes(REQUEST_NONCE_BYTES),
     )
 
 
@@ -167,6 +169,7 @@ def test_known_club_signing_with_another_key() -> None:
         target=TARGET,
         body=BODY,
         now_us=NOW_US,
+        nonce=random_bytes(REQUEST_NONCE_BYTES),
     )
     assert refused(header) == "unknown_club"
 

@@ -22,8 +22,8 @@ import msgspec
 import pytest
 
 from federation.core import canonical
-from federation.core.canonical import Kind
-from federation.core.crypto import SigningKey
+from federation.core.canonical import REQUEST_NONCE_BYTES, Kind
+from federation.core.crypto import SigningKey, random_bytes
 from federation.errors import RemoteProtocolError
 from federation.sync import auth, messages
 from federation.sync.messages import (
@@ -125,6 +125,7 @@ def token(
         target=target,
         body=body,
         now_us=rt.clock() if now_us is None else now_us,
+        nonce=random_bytes(REQUEST_NONCE_BYTES),
     )
 
 
