@@ -24,7 +24,7 @@ from federation.node import own_behind_key
 from federation.runtime import Runtime
 from federation.store.base import PeerRecord, PeerStatus
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo
-from federation.sync.session import Session, State
+from federation.sync.session import Session, State, own_logs_behind
 from federation.web.client import PeerClient
 
 # A long-poll asks the peer to hold the frontier request this long when nothing
@@ -118,19 +118,12 @@ async def sync_round(
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
-    """The restore guard (protocol.md §3.6): a peer holding one of our own logs beyond
-    our head means this node was restored from an old backup (or lost writes).
-    Record how far, and who said so, so `post` refuses to fork that log until we have
-    caught up. Only for logs we would send that peer ourselves: no peer can hold our
-    private logs, so a claim about one is a lie that must not block anything."""
-    ours = rt.visible(peer.club)
-    for entry in heads:
-        record = ours.get(entry.log)
-        if record is None or record.club != rt.club:
-            continue
-        if entry.seq > (record.head.seq if record.head else 0):
-            value = f"{entry.seq}\n{peer.name}".encode()
-            await rt.store.set_meta(own_behind_key(entry.log), value)
+    """The restore guard (protocol.md §3.6, rule in `own_logs_behind`): record how far
+    the peer holds our own logs beyond our heads, and who said so, so that `post`
+    refuses to fork such a log until a sync has caught up."""
+    ours = {log: r.head for log, r in rt.visible(peer.club).items() if r.club == rt.club}
+    for log, seq in own_logs_behind(heads, ours).items():
+        await rt.store.set_meta(own_behind_key(log), f"{seq}\n{peer.name}".encode())
 
 
 def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerStatus:

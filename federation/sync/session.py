@@ -12,7 +12,7 @@ the shell's: after it verified and stored a batch it reports the new head with
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from enum import Enum
 
 from federation.core.events import Head
@@ -24,11 +24,29 @@ from federation.sync.messages import (
     Done,
     Error,
     Frontier,
+    LogHead,
     LogInfo,
     Message,
     Want,
     WantLog,
 )
+
+
+def own_logs_behind(
+    frontier: Iterable[LogHead], ours: Mapping[bytes, Head | None]
+) -> dict[bytes, int]:
+    """The restore guard's rule (protocol.md §3.6). `ours`: our own logs that this
+    peer may hold, with our heads. Returns those the peer holds beyond our head, with
+    the peer's seq: this node was restored from an old backup or lost writes, and
+    must not write to them until it has caught up. A claim about any other log (our
+    private ones, say) is ignored: the peer cannot hold it, so it is a lie."""
+    behind = {}
+    for entry in frontier:
+        if entry.log in ours:
+            head = ours[entry.log]
+            if entry.seq > (head.seq if head else 0):
+                behind[entry.log] = entry.seq
+    return behind
 
 
 class State(Enum):

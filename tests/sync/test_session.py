@@ -25,7 +25,7 @@ from federation.sync.messages import (
     Want,
     WantLog,
 )
-from federation.sync.session import Session, State
+from federation.sync.session import Session, State, own_logs_behind
 
 
 def log_id(n: int) -> bytes:
@@ -438,3 +438,15 @@ def test_plan_refuses_too_many_logs() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         serve.plan(want, {})
     assert info.value.code == "too_large"
+
+
+def test_own_logs_behind_names_only_our_logs_the_peer_is_ahead_on() -> None:
+    ours = {log_id(1): Head(3, event_id(3)), log_id(2): None, log_id(3): Head(5, event_id(5))}
+    frontier = [
+        LogHead(log_id(1), 4, event_id(4)),  # ahead of our head: we were restored
+        LogHead(log_id(2), 2, event_id(2)),  # ahead of an empty log
+        LogHead(log_id(3), 5, event_id(5)),  # level: nothing to guard
+        LogHead(log_id(4), 9, event_id(9)),  # not ours to guard (another club's, or private)
+    ]
+    assert own_logs_behind(frontier, ours) == {log_id(1): 4, log_id(2): 2}
+    assert own_logs_behind([], ours) == {}
