@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.core import canonical
-from federation.store.sqlite import MAX_SEQ, SEQ_BITS
+from federation.store.schema import MAX_SEQ, SEQ_BITS
 from tests.test_cli import cli, cli_quiet, ok
 from tests.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 

@@ -1,8 +1,6 @@
 """The SQLite store, on aiosqlite: WAL, durable commits, versioned schema, atomic appends.
 
-An event's row key packs (log number, seq) into one integer, so a log's events are
-one contiguous range of the table's own B-tree: appends go at the end of a range
-and a sync reads a range, with no second index to keep in step.
+Its tables, their migrations and how rows are keyed are in `store.schema`.
 """
 
 from __future__ import annotations
@@ -30,17 +28,22 @@ from federation.store.base import (
     ProjectionUpdate,
     RawEvent,
 )
+from federation.store.schema import (
+    INSERT_RUN,
+    MAX_SEQ,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SEQ_BITS,
+    run_parameters,
+)
 
-# Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
-SEQ_BITS = 40
-MAX_SEQ = (1 << SEQ_BITS) - 1
 # Page cache per connection: a sync's batch of 20,000 events and the B-tree pages it
 # touches fit, so a commit does not write and re-read pages mid-transaction.
 CACHE_KIB = 32 * 1024
 # Checkpoint the WAL into the database every this many pages (~32 MiB) rather than
 # SQLite's default 1,000: a bulk sync then checkpoints (and fsyncs) 8x less often.
 WAL_CHECKPOINT_PAGES = 8000
-# A run this long is inserted by one _INSERT_RUN statement; shorter ones (a post, or
+# A run this long is inserted by one INSERT_RUN statement; shorter ones (a post, or
 # interleaved events of several logs) row by row, where one statement's fixed cost
 # (a round trip to the store's thread, ~50 us) would outweigh binding their rows.
 RUN_STATEMENT_EVENTS = 32
@@ -49,100 +52,8 @@ _KEYS_PER_QUERY = 500
 # How long a writer waits for another process's write (e.g. the CLI while the node runs).
 BUSY_TIMEOUT_MS = 10_000
 
-MIGRATIONS: list[str] = [
-    # 1: the first schema
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-    CREATE TABLE club (id BLOB PRIMARY KEY, genesis BLOB NOT NULL);
-    CREATE TABLE log (
-        n INTEGER PRIMARY KEY,
-        id BLOB NOT NULL UNIQUE,
-        descriptor BLOB NOT NULL,
-        head_seq INTEGER NOT NULL DEFAULT 0,
-        head_id BLOB,
-        frozen INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE event (
-        k INTEGER PRIMARY KEY,
-        id BLOB NOT NULL,
-        signed BLOB NOT NULL,
-        payload BLOB
-    );
-    CREATE INDEX event_by_id ON event (id);
-    CREATE TABLE fork (
-        log BLOB NOT NULL,
-        seq INTEGER NOT NULL,
-        club BLOB NOT NULL,
-        ours BLOB NOT NULL,
-        theirs BLOB NOT NULL,
-        detected_us INTEGER NOT NULL,
-        PRIMARY KEY (log, seq)
-    );
-    CREATE TABLE projection_item (
-        name TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, key)
-    ) WITHOUT ROWID;
-    CREATE TABLE projection_position (log BLOB PRIMARY KEY, seq INTEGER NOT NULL);
-    """,
-    # 2: peers, with their sync status as one msgpack value (it grows with the product)
-    """
-    CREATE TABLE peer (
-        club BLOB PRIMARY KEY,
-        name TEXT NOT NULL,
-        url TEXT NOT NULL,
-        fingerprint BLOB NOT NULL,
-        state TEXT NOT NULL,
-        added_us INTEGER NOT NULL,
-        status BLOB NOT NULL
-    );
-    """,
-    # 3: no index on event ids. It cost ~40% of bulk ingest speed (a random insert per
-    # event); only people's lookups by id prefix (`show`, `erase`) used it, and a scan
-    # answers them in well under a second even at a million events.
-    """
-    DROP INDEX event_by_id;
-    """,
-    # 4: no event id column either. An event's id is the hash of its signed header,
-    # and it is stored already: in the next event's `prev`, or as the log's head. The
-    # 32 bytes a row and their copying cost bulk ingest ~8%; lookups by id now match
-    # `prev` (events_by_id_prefix).
-    """
-    ALTER TABLE event DROP COLUMN id;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 _status_encoder = msgspec.msgpack.Encoder()
 _status_decoder = msgspec.msgpack.Decoder(PeerStatus)
-
-
-# One statement inserts a whole run, its rows cut out of a few joined blobs inside
-# SQLite. Python's sqlite3 binds parameters holding the GIL and releases it while
-# SQLite steps: with five parameters a run instead of four an event, the worker
-# thread inserts a run of thousands of events without the GIL, and the event loop
-# verifies the next batch meanwhile (bulk ingest's hot path: bench/RESULTS.md).
-# `sizes` is a JSON array of payload sizes, -1 for an erased payload; a payload's
-# offset in `payloads` is the sum of the sizes before it.
-_INSERT_RUN = f"""
-INSERT INTO event (k, signed, payload)
-SELECT :first + key,
-       substr(:signed, key * {canonical.SIGNED_HEADER_BYTES} + 1, {canonical.SIGNED_HEADER_BYTES}),
-       CASE WHEN size < 0 THEN NULL ELSE substr(:payloads, start + 1, size) END
-FROM (
-    SELECT key, value AS size, sum(max(value, 0)) OVER (ORDER BY key) - max(value, 0) AS start
-    FROM json_each(:sizes)
-)
-"""
-_sizes_encoder = msgspec.json.Encoder()
-
-
-def _run_rows(first: int, run: VerifiedRun) -> dict[str, Any]:
-    """The parameters of _INSERT_RUN for a run whose first row key is `first`."""
-    sizes = [-1 if p is None else len(p) for p in run.payloads]
-    return {
-        "first": first,
-        "signed": b"".join(run.signed),
-        "payloads": b"".join(p for p in run.payloads if p is not None),
-        "sizes": _sizes_encoder.encode(sizes).decode(),
-    }
 
 
 def _row_event(signed: bytes, payload: bytes | None) -> VerifiedEvent:
@@ -229,7 +140,7 @@ class SqliteStore:
         # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-        try:  # what _INSERT_RUN needs: JSON (built in since 3.38) and window functions
+        try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions
             await db.execute("SELECT sum(value) OVER (ORDER BY key) FROM json_each('[1]')")
         except sqlite3.OperationalError as exc:
             raise StoreError(
@@ -346,7 +257,7 @@ class SqliteStore:
             # log id -> [log number, club, head], kept as the batch goes
             state = await self._append_state(db, runs)
             rows: list[tuple[int, bytes, bytes | None]] = []  # short runs
-            statements = []  # long runs, one _INSERT_RUN each
+            statements = []  # long runs, one INSERT_RUN each
             for run in runs:
                 at = state[run.log]
                 if run.club != at[1]:
@@ -368,7 +279,7 @@ class SqliteStore:
                     raise InvalidEventError("seq beyond what this store holds", log=run.log)
                 first = (at[0] << SEQ_BITS) | run.first
                 if len(run) >= RUN_STATEMENT_EVENTS:
-                    statements.append(_run_rows(first, run))
+                    statements.append(run_parameters(first, run))
                 else:
                     keys = range(first, first + len(run))
                     rows.extend(zip(keys, run.signed, run.payloads, strict=True))
@@ -380,7 +291,7 @@ class SqliteStore:
             # Queued all at once, the statements run back to back on the worker
             # thread; awaited one by one, each would wait for the event loop to turn
             # (a peer's next batch being verified) before the next could start.
-            await asyncio.gather(*(db.execute(_INSERT_RUN, params) for params in statements))
+            await asyncio.gather(*(db.execute(INSERT_RUN, params) for params in statements))
             await db.executemany(
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(head.seq, head.id, n) for n, _, head in state.values()],

@@ -7,7 +7,8 @@ import sqlite3
 from pathlib import Path
 
 from federation.core import canonical
-from federation.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SEQ_BITS, SqliteStore
+from federation.store.schema import MIGRATIONS, SCHEMA_VERSION, SEQ_BITS
+from federation.store.sqlite import SqliteStore
 from tests.conftest import Club
 
 

@@ -1,0 +1,114 @@
+"""The SQLite store's layout: its tables, their migrations, and the statements that
+depend on how rows are keyed. Kept apart from the store's I/O so the layout reads
+in one place.
+
+An event's row key packs (log number, seq) into one integer, so a log's events are
+one contiguous range of the table's own B-tree: appends go at the end of a range
+and a sync reads a range, with no second index to keep in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from federation.core import canonical
+from federation.core.events import VerifiedRun
+
+# Row keys are (log number << SEQ_BITS) | seq: 2^40 events per log, 2^23 logs per node.
+SEQ_BITS = 40
+MAX_SEQ = (1 << SEQ_BITS) - 1
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE club (id BLOB PRIMARY KEY, genesis BLOB NOT NULL);
+    CREATE TABLE log (
+        n INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        descriptor BLOB NOT NULL,
+        head_seq INTEGER NOT NULL DEFAULT 0,
+        head_id BLOB,
+        frozen INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE event (
+        k INTEGER PRIMARY KEY,
+        id BLOB NOT NULL,
+        signed BLOB NOT NULL,
+        payload BLOB
+    );
+    CREATE INDEX event_by_id ON event (id);
+    CREATE TABLE fork (
+        log BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        club BLOB NOT NULL,
+        ours BLOB NOT NULL,
+        theirs BLOB NOT NULL,
+        detected_us INTEGER NOT NULL,
+        PRIMARY KEY (log, seq)
+    );
+    CREATE TABLE projection_item (
+        name TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE projection_position (log BLOB PRIMARY KEY, seq INTEGER NOT NULL);
+    """,
+    # 2: peers, with their sync status as one msgpack value (it grows with the product)
+    """
+    CREATE TABLE peer (
+        club BLOB PRIMARY KEY,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        state TEXT NOT NULL,
+        added_us INTEGER NOT NULL,
+        status BLOB NOT NULL
+    );
+    """,
+    # 3: no index on event ids. It cost ~40% of bulk ingest speed (a random insert per
+    # event); only people's lookups by id prefix (`show`, `erase`) used it, and a scan
+    # answers them in well under a second even at a million events.
+    """
+    DROP INDEX event_by_id;
+    """,
+    # 4: no event id column either. An event's id is the hash of its signed header,
+    # and it is stored already: in the next event's `prev`, or as the log's head. The
+    # 32 bytes a row and their copying cost bulk ingest ~8%; lookups by id now match
+    # `prev` (events_by_id_prefix).
+    """
+    ALTER TABLE event DROP COLUMN id;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# One statement inserts a whole run, its rows cut out of a few joined blobs inside
+# SQLite. Python's sqlite3 binds parameters holding the GIL and releases it while
+# SQLite steps: with five parameters a run instead of four an event, the worker
+# thread inserts a run of thousands of events without the GIL, and the event loop
+# verifies the next batch meanwhile (bulk ingest's hot path: bench/RESULTS.md).
+# `sizes` is a JSON array of payload sizes, -1 for an erased payload; a payload's
+# offset in `payloads` is the sum of the sizes before it.
+INSERT_RUN = f"""
+INSERT INTO event (k, signed, payload)
+SELECT :first + key,
+       substr(:signed, key * {canonical.SIGNED_HEADER_BYTES} + 1, {canonical.SIGNED_HEADER_BYTES}),
+       CASE WHEN size < 0 THEN NULL ELSE substr(:payloads, start + 1, size) END
+FROM (
+    SELECT key, value AS size, sum(max(value, 0)) OVER (ORDER BY key) - max(value, 0) AS start
+    FROM json_each(:sizes)
+)
+"""
+_sizes_encoder = msgspec.json.Encoder()
+
+
+def run_parameters(first: int, run: VerifiedRun) -> dict[str, Any]:
+    """The parameters of INSERT_RUN for a run whose first row key is `first`."""
+    sizes = [-1 if p is None else len(p) for p in run.payloads]
+    return {
+        "first": first,
+        "signed": b"".join(run.signed),
+        "payloads": b"".join(p for p in run.payloads if p is not None),
+        "sizes": _sizes_encoder.encode(sizes).decode(),
+    }
