@@ -2,8 +2,9 @@
 
 Every example in protocol.md is a fenced block whose info string is ``vector <type>``
 and whose lines are ``key: value`` (bytes in lowercase hex, integers in decimal,
-text as is). tests/test_protocol_doc.py parses them back and checks each one against
-federation.core; this module makes them and keeps the parser both sides share.
+text as is). tests/test_protocol_doc.py and tests/test_protocol_sync_doc.py parse
+them back and check each one against federation; this module makes them and keeps
+the parser both sides share.
 
     python -m tests.protocol_vectors                  print every block
     python -m tests.protocol_vectors --write protocol.md
@@ -163,7 +164,7 @@ class Block:
         return "\n".join(lines)
 
 
-# --- parsing (shared with tests/test_protocol_doc.py) -------------------------------
+# --- parsing (shared with the tests of protocol.md) -------------------------------
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})\s*(.*)$")
 _INFO = re.compile(r"^vector ([a-z]+)$")
