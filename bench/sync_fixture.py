@@ -40,7 +40,7 @@ from federation import peers
 from federation.core import canonical
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.crypto import SigningKey
-from federation.core.events import Head, sign_event, verify_run
+from federation.core.events import Head, VerifiedRun, sign_event, verify_run
 from federation.core.log import descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.core.selection import roster_descriptor
@@ -57,7 +57,7 @@ RECEIVER_NAME = "Bench receiver"
 # The invites made at build time name an address nobody listens on; each run makes a
 # fresh invite with the port the source is really serving on.
 PLACEHOLDER_URL = "https://127.0.0.1:9"
-# Events per store.append while building: the transaction size ingest uses.
+# Events per transaction while building (at least; whole runs): as ingest commits.
 APPEND_EVENTS = 20_000
 # Clubs signed but not yet stored, at most this many per worker: bounds the memory.
 QUEUED_CLUBS_PER_WORKER = 2
@@ -180,7 +180,7 @@ async def _store_club(node: Node, signed: SignedClub) -> int:
     key = canonical.decode_genesis(genesis).key
     store = node.store
     await store.put_club(club, genesis)
-    pending = []
+    pending: list[VerifiedRun] = []
     stored = 0
     for descriptor, run in logs:
         log = canonical.log_id(descriptor)
@@ -188,13 +188,13 @@ async def _store_club(node: Node, signed: SignedClub) -> int:
         verified, error = verify_run(log, None, run, lambda c, k: c == club and k == key, club=club)
         if error is not None:
             raise error
-        pending.extend(verified.events())
-        while len(pending) >= APPEND_EVENTS:
-            await store.append(pending[:APPEND_EVENTS])
-            stored += APPEND_EVENTS
-            del pending[:APPEND_EVENTS]
-    await store.append(pending)
-    return stored + len(pending)
+        pending.append(verified)
+        if sum(map(len, pending)) >= APPEND_EVENTS:
+            stored += sum(map(len, pending))
+            await store.append_runs(pending)
+            pending = []
+    await store.append_runs(pending)
+    return stored + sum(map(len, pending))
 
 
 def _progress(line: str) -> None:

@@ -113,8 +113,8 @@ class Ingest:
         """The log as the store held it when this ingest began. Read in one query: one
         read a log would queue behind the commit running on the store's thread. The
         heads are as fresh as the frontier the round compared; should another peer's
-        ingest extend a log meanwhile, the store refuses our stale run and the next
-        round resumes from the new head."""
+        ingest store the same events meanwhile, the store keeps only what is new of
+        ours (store.append_runs), and a different event at a held seq is refused."""
         if self._records is None:
             self._records = {r.id: r for r in await self.store.logs()}
         record = self._records.get(log)

@@ -73,12 +73,13 @@ class MemoryStore:
         logs: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self._check_open()
-        new_clubs = [c for c in clubs or {} if c not in self._clubs]
-        new_logs = [log for log in logs or {} if log not in self._logs]
+        clubs, logs = clubs or {}, logs or {}
+        new_clubs = [c for c in clubs if c not in self._clubs]
+        new_logs = [log for log in logs if log not in self._logs]
         for club in new_clubs:
-            await self.put_club(club, (clubs or {})[club])
+            await self.put_club(club, clubs[club])
         for log in new_logs:
-            await self.put_log(log, (logs or {})[log])
+            await self.put_log(log, logs[log])
         heads: dict[bytes, Head | None] = {}
         rests = []
         for run in runs:
