@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.common import TLS, BenchError, Measurement
-from federation import peers
 from federation.core.canonical import Audience, Kind
-from federation.node import Node, init_node
-from federation.runtime import STORE_POLL_S
+from federation.node import peering
+from federation.node.follow import sync_round
+from federation.node.node import Node, init_node
+from federation.node.runtime import STORE_POLL_S
 from federation.service import Service, open_service
-from federation.syncer import sync_round
 
 if TYPE_CHECKING:
     from bench.sync import SyncSession
@@ -116,10 +116,10 @@ async def _triangle(root: Path) -> AsyncIterator[Triangle]:
             services[name] = await stack.enter_async_context(open_service(node, port=0))
         for x, y in (("a", "b"), ("b", "c")):
             sx, sy = services[x], services[y]
-            invite_x = await peers.invite(sx.rt.node, f"https://127.0.0.1:{sx.port}")
-            invite_y = await peers.invite(sy.rt.node, f"https://127.0.0.1:{sy.port}")
-            await peers.add(sx.rt.node, invite_y)
-            await peers.add(sy.rt.node, invite_x)
+            invite_x = await peering.invite(sx.rt.node, f"https://127.0.0.1:{sx.port}")
+            invite_y = await peering.invite(sy.rt.node, f"https://127.0.0.1:{sy.port}")
+            await peering.add(sx.rt.node, invite_y)
+            await peering.add(sy.rt.node, invite_x)
         for service in services.values():
             await service.rt.refresh()
         # Untimed: the peers meet and swap their rosters one round at a time, so the

@@ -31,8 +31,8 @@ from bench import propagation
 from bench.common import TLS, BenchError, JsonValue, Measurement
 from bench.sync_fixture import Fixture, load_fixture
 from bench.sync_receiver import IngestReport, RoundsReport
-from federation import peers
-from federation.node import Node
+from federation.node import peering
+from federation.node.node import Node
 from federation.service import open_service
 
 DEFAULT_SYNC_EVENTS = 1_000_000
@@ -94,7 +94,7 @@ class SyncSession:
 async def serving(fixture: Fixture) -> AsyncIterator[str]:
     """Serve the fixture's source on a free port; yields an invite to it."""
     async with await Node.open(fixture.source) as node, open_service(node, port=0) as service:
-        yield await peers.invite(node, f"https://127.0.0.1:{service.port}")
+        yield await peering.invite(node, f"https://127.0.0.1:{service.port}")
 
 
 async def _receiver(*args: str) -> bytes:

@@ -36,7 +36,6 @@ from pathlib import Path
 import msgspec
 
 from bench.common import note_payload
-from federation import peers
 from federation.core import canonical
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.crypto import SigningKey
@@ -45,7 +44,8 @@ from federation.core.log import descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.core.selection import roster_descriptor
 from federation.errors import FederationError
-from federation.node import Node, init_node
+from federation.node import peering
+from federation.node.node import Node, init_node
 
 # Bump when the fixture's content or layout changes: old caches are then ignored.
 FIXTURE_VERSION = 1
@@ -207,8 +207,8 @@ async def _build(work: Path, events: int, workers: int) -> FixtureInfo:
     for path, name in ((source, SOURCE_NAME), (receiver, RECEIVER_NAME)):
         await init_node(path, name=name, listen="127.0.0.1:0", passphrase=None)
     async with await Node.open(source) as s, await Node.open(receiver) as r:
-        await peers.add(s, await peers.invite(r, PLACEHOLDER_URL))
-        await peers.add(r, await peers.invite(s, PLACEHOLDER_URL))
+        await peering.add(s, await peering.invite(r, PLACEHOLDER_URL))
+        await peering.add(r, await peering.invite(s, PLACEHOLDER_URL))
         members = [(s.club, SOURCE_NAME), (r.club, RECEIVER_NAME)]
         stored = 0
         loop = asyncio.get_running_loop()

@@ -35,13 +35,13 @@ from types import SimpleNamespace
 import aiohttp
 import msgspec
 
-import federation.ingest
-from federation import peers
+import federation.node.ingest
 from federation.core.events import Head, KeyCheck, VerifiedRun, verify_run
 from federation.errors import InvalidEventError
-from federation.node import Node
+from federation.node import peering
+from federation.node.follow import sync_round
+from federation.node.node import Node
 from federation.service import MAX_CONNECTIONS_PER_PEER, Service, open_service
-from federation.syncer import sync_round
 from federation.web.client import PeerClient
 
 
@@ -192,7 +192,7 @@ async def _receiver(
     root: Path, invite: str
 ) -> AsyncIterator[tuple[Service, PeerClient, WireCount]]:
     async with await Node.open(root) as node:
-        peer = await peers.add(node, invite)
+        peer = await peering.add(node, invite)
         async with open_service(node, port=0) as service:
             wire = WireCount()
             connector = aiohttp.TCPConnector(limit_per_host=MAX_CONNECTIONS_PER_PEER)
@@ -206,7 +206,7 @@ async def _receiver(
 async def ingest(args: argparse.Namespace) -> IngestReport:
     every = _EverySignature()
     if args.every_signature:
-        federation.ingest.verify_run = every  # type: ignore[attr-defined]
+        federation.node.ingest.verify_run = every  # type: ignore[attr-defined]
     async with _receiver(args.node, args.invite) as (service, client, wire):
         profiler = cProfile.Profile() if args.profile else None
         gc.collect()

@@ -1,5 +1,5 @@
 """`python -m federation` is the same as the `federation` command."""
 
-from federation.cli import run
+from federation.cli.main import run
 
 run()

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from federation.core.config import parse_listen
 from federation.errors import ConfigError, KeyFileError
-from federation.node import Node
-from federation.runtime import Runtime
-from federation.syncer import follow_peer
+from federation.node.follow import follow_peer
+from federation.node.node import Node
+from federation.node.runtime import Runtime
 from federation.web.client import PeerClient, Tap
 from federation.web.peer_api import make_app
 

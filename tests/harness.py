@@ -23,11 +23,11 @@ from typing import Any
 
 from yarl import URL
 
-from federation import peers
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.log import parse_audience
-from federation.node import Node, init_node
+from federation.node import peering
+from federation.node.node import Node, init_node
 from federation.service import Service, open_service
 from federation.web.client import Tap
 
@@ -74,7 +74,7 @@ class Member:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.service.port}"
 
     async def invite(self) -> str:
-        return await peers.invite(self.node, self.url)
+        return await peering.invite(self.node, self.url)
 
     async def post(
         self, kind: Kind, fields: dict[str, Any], audience: str, log: str | None = None
@@ -101,7 +101,7 @@ class Member:
 
     async def add_peer(self, other: Member) -> None:
         """This club adds the other from its invite (one way only)."""
-        await peers.add(self.node, await other.invite())
+        await peering.add(self.node, await other.invite())
         await self.refresh()
 
     def check_follow(self) -> None:
@@ -209,8 +209,8 @@ class Federation:
     async def federate(self, a: str, b: str) -> None:
         """Each club adds the other from its invite (federation is mutual and chosen)."""
         invite_a, invite_b = await self[a].invite(), await self[b].invite()
-        await peers.add(self[a].node, invite_b)
-        await peers.add(self[b].node, invite_a)
+        await peering.add(self[a].node, invite_b)
+        await peering.add(self[b].node, invite_a)
         await self[a].service.rt.refresh()
         await self[b].service.rt.refresh()
 

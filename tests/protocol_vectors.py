@@ -707,7 +707,7 @@ def _request(
 
 
 def _export(club: _Club, log: bytes, events: list[VerifiedEvent]) -> Block:
-    """The JSON lines of §8 for one log, written independently of federation.archive."""
+    """The JSON lines of §8 for one log, written independently of federation.node.archive."""
     audience = Audience("public")
     descriptor = descriptor_bytes(club.id, default_log_name(audience), audience)
     lines: list[tuple[str, str]] = [

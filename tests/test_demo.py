@@ -21,7 +21,7 @@ import pytest
 
 from federation import demo
 from federation.errors import ConfigError, UsageError
-from federation.keyfile import PASSPHRASE_ENV
+from federation.node.keyfile import PASSPHRASE_ENV
 
 SPECS = sorted(demo.NODES_DIR.glob("*.toml"))
 

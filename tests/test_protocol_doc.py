@@ -26,7 +26,7 @@ from federation.core.events import Head, verify_event, verify_run
 from federation.core.log import fork_between, format_audience, parse_audience
 from federation.core.payloads import PAYLOAD_TYPES
 from federation.errors import ForkError, InvalidEventError
-from federation.keyfile import open_key, seal_key
+from federation.node.keyfile import open_key, seal_key
 from tests.protocol_doc_support import (
     DOC,
     ROOT,

@@ -19,13 +19,14 @@ from types import ModuleType
 
 import pytest
 
-from federation import archive, ingest, runtime, service, syncer
+from federation import service
 from federation.core import canonical, invite, selection
 from federation.core.canonical import RequestToken
 from federation.core.crypto import SigningKey, verify_signature
 from federation.core.events import Head, KeyCheck, verify_event, verify_run
 from federation.core.log import parse_audience
 from federation.errors import RemoteProtocolError, UsageError
+from federation.node import archive, follow, ingest, runtime
 from federation.store.memory import MemoryStore
 from federation.sync import auth, messages, serve
 from federation.sync.messages import Batch, FrameReader, Frontier, LogHead, Want, WantLog
@@ -266,7 +267,7 @@ def test_requests_carry_the_documented_round(blocks: list[Block]) -> None:
     assert poll.get("method") == "GET"
     assert not poll.has("body")
     assert poll.get("target") == (
-        f"{peer_api.FRONTIER_PATH}?known={frontier.get('digest')}&wait={syncer.LONG_POLL_S:g}"
+        f"{peer_api.FRONTIER_PATH}?known={frontier.get('digest')}&wait={follow.LONG_POLL_S:g}"
     )
 
 
@@ -459,7 +460,7 @@ _LIMIT_MODULES: tuple[ModuleType, ...] = (
     auth,
     peer_api,
     client,
-    syncer,
+    follow,
     ingest,
     runtime,
     service,

@@ -50,7 +50,7 @@ from federation.demo.spec import (
 )
 from federation.demo.walkthrough import DEMO_PASSPHRASE, keep_running, walk
 from federation.errors import FederationError, UsageError
-from federation.keyfile import PASSPHRASE_ENV
+from federation.node.keyfile import PASSPHRASE_ENV
 
 # `main`, and what tests/test_demo.py checks the demo with.
 __all__ = [

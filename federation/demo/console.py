@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from federation import cli
+from federation.cli import main as cli
 from federation.errors import FederationError
 
 WIDTH = 78

@@ -29,7 +29,7 @@ RUN_LOG = "run.log"
 START_S = 15.0
 SYNC_S = 10.0
 # The first sync waits out the retry of a node that started before its peer could
-# answer (about 1 s, then 2 s: syncer.BACKOFF_FIRST_S, doubling).
+# answer (about 1 s, then 2 s: follow.BACKOFF_FIRST_S, doubling).
 FIRST_SYNC_S = 15.0
 STOP_S = 5.0
 POLL_S = 0.1

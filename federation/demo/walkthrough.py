@@ -20,7 +20,7 @@ from federation.demo.console import count, federation, query, quote, say, sectio
 from federation.demo.processes import FIRST_SYNC_S, RUN_LOG, Nodes, check_ports, wait_until
 from federation.demo.spec import FEATURED, DemoSpec, Post, cast, describe, post_arguments
 from federation.errors import ConfigError, FederationError
-from federation.keyfile import PASSPHRASE_ENV
+from federation.node.keyfile import PASSPHRASE_ENV
 
 # Printed on purpose: it protects nothing but demo keys. A real club chooses its own.
 DEMO_PASSPHRASE = "demo passphrase, not a secret"

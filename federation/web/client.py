@@ -16,7 +16,7 @@ import aiohttp
 from federation.core.canonical import REQUEST_NONCE_BYTES
 from federation.core.crypto import SigningKey, random_bytes
 from federation.errors import PeerUnavailableError, RemoteProtocolError
-from federation.node import Clock
+from federation.node.node import Clock
 from federation.store.base import PeerRecord
 from federation.sync import auth, messages
 from federation.sync.messages import MAX_MESSAGE_BYTES, FrameReader, Message, Want

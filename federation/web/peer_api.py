@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from federation.errors import RemoteProtocolError
-from federation.runtime import Runtime
+from federation.node.runtime import Runtime
 from federation.store.base import LogRecord
 from federation.sync import auth, messages, serve
 from federation.sync.messages import (

@@ -4,7 +4,7 @@ peer API (protocol.md §6.1) with whatever answers a test scripts.
     async with open_hostile(Club.make(b"mallory")) as peer:
         peer.frontier = frontier_answer([LogHead(log, 3, head)])
         peer.events = stream_answer(LogInfo(...), Batch(...), done=False)
-        await peers.add(node, peer.invite())   # the honest node adds it like any club
+        await peering.add(node, peer.invite())   # the honest node adds it like any club
 
 Answers are raw bytes, so a test can send anything: forged events, broken frames,
 messages out of place, a stream cut in the middle of a frame. The server never

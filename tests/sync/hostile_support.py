@@ -11,8 +11,8 @@ from typing import TypeVar
 
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
+from federation.node.follow import RoundResult, sync_round
 from federation.store.base import ForkRecord
-from federation.syncer import RoundResult, sync_round
 from tests.harness import Federation, Member
 
 # One sync round or request against a hostile peer ends within this, or the test fails:

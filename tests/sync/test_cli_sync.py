@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from federation.keyfile import PASSPHRASE_ENV
+from federation.node.keyfile import PASSPHRASE_ENV
 
 PASSPHRASE = "correct horse battery staple"
 COMMAND_TIMEOUT_S = 60.0

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from federation import peers
+from federation.cli.peering import cmd_sync
 from federation.core import canonical
 from federation.core.canonical import Kind
 from federation.core.crypto import certificate_fingerprint
@@ -29,7 +29,7 @@ from federation.errors import (
     PeerUnavailableError,
     RemoteProtocolError,
 )
-from federation.peer_commands import cmd_sync
+from federation.node import peering
 from federation.sync import messages
 from federation.sync.messages import (
     FRAME_HEADER,
@@ -82,7 +82,7 @@ async def fed(tmp_path: Path) -> AsyncIterator[Federation]:
 async def hostile(fed: Federation) -> AsyncIterator[HostilePeer]:
     """Mallory's server, added by a as a peer from its invite like any club."""
     async with open_hostile(Club.make(b"mallory"), "Mallory") as peer:
-        await peers.add(fed["a"].node, peer.invite())
+        await peering.add(fed["a"].node, peer.invite())
         await fed["a"].service.rt.refresh()
         yield peer
 

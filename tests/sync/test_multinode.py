@@ -22,17 +22,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from federation import audit, peers
 from federation.core import canonical
 from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.payloads import make_payload, read_payload
 from federation.core.selection import fold_roster, roster_log_id
 from federation.errors import RemoteProtocolError
+from federation.node import audit, peering
+from federation.node.follow import sync_round
 from federation.store.base import LogRecord
 from federation.sync import messages
 from federation.sync.messages import Batch, FrameReader, Frontier, LogInfo, Want, WantLog
-from federation.syncer import sync_round
 from federation.web.peer_api import CONTENT_TYPE, EVENTS_PATH, FRONTIER_PATH
 from tests.harness import Federation, Member
 
@@ -210,7 +210,7 @@ async def test_relay_passes_on_only_what_the_origin_audience_allows(tmp_path: Pa
 
         # a adds c: a's signed roster now names c. c has not added a and never talks to
         # a, so what c now gets of a's federation log can only come through b.
-        await peers.add(a.node, await c.invite())
+        await peering.add(a.node, await c.invite())
         await a.refresh()
         assert a.club not in c.service.rt.peers
         later = await a.post(Kind.NOTE, note("a to its federation, c included"), "federation")
@@ -227,7 +227,7 @@ async def test_relay_passes_on_only_what_the_origin_audience_allows(tmp_path: Pa
         assert await head_of(c, to_c.header.log) is None  # still no path to c
 
         # c adds a back: now c syncs with a directly and gets the log named for it alone.
-        await peers.add(c.node, await a.invite())
+        await peering.add(c.node, await a.invite())
         await c.refresh()
         await fed.wait_for(lambda: holds(c, to_c), what="the log named for c, at c")
         final = await a.post(Kind.NOTE, note("a to everyone, last"), "public")
@@ -419,7 +419,7 @@ async def test_a_club_that_was_not_added_gets_public_logs_only(tmp_path: Path) -
             assert refusal.code == "unknown_log"
 
         # d holds a's invite, but a never added d and does not know its key: refused.
-        await peers.add(d.node, await a.invite())
+        await peering.add(d.node, await a.invite())
         await d.refresh()
         client = d.service.client(a.club)
         with pytest.raises(RemoteProtocolError) as refused:
@@ -464,7 +464,7 @@ async def test_pause_resume_and_remove_a_peer(tmp_path: Path) -> None:
         await fed.wait_for(lambda: holds(b, first), what="a's first note at b")
 
         # a pauses b: a stops syncing with b, and serves it as any stranger: public only.
-        paused = await peers.set_state(a.node, "Club b", "paused")
+        paused = await peering.set_state(a.node, "Club b", "paused")
         assert paused.state == "paused"
         await a.refresh()
         while_paused = await a.post(Kind.NOTE, note("a to its federation, 2"), "federation")
@@ -480,7 +480,7 @@ async def test_pause_resume_and_remove_a_peer(tmp_path: Path) -> None:
         assert not await holds(a, from_b)
 
         # Resume: both directions flow again.
-        await peers.set_state(a.node, "Club b", "active")
+        await peering.set_state(a.node, "Club b", "active")
         await a.refresh()
 
         async def resumed() -> bool:
@@ -491,7 +491,7 @@ async def test_pause_resume_and_remove_a_peer(tmp_path: Path) -> None:
         # Remove: a signs b out of its roster. b no longer receives a's federation logs,
         # also not through c (c follows a's roster); a's public logs still reach b,
         # since b still follows a and public is for anyone (protocol.md §5.4).
-        removed = await peers.remove(a.node, "Club b")
+        removed = await peering.remove(a.node, "Club b")
         assert removed.club == b.club
         await a.refresh()
         assert b.club not in a.service.rt.peers

@@ -10,8 +10,8 @@ import pytest
 
 from federation.core.canonical import Kind
 from federation.errors import UsageError
+from federation.node.follow import note_own_heads, sync_round
 from federation.sync.messages import Frontier, LogHead
-from federation.syncer import note_own_heads, sync_round
 from tests.harness import Federation, Member
 
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from federation.core import canonical
 from federation.store.schema import MAX_SEQ, SEQ_BITS
-from tests.test_cli import cli, cli_quiet, ok
-from tests.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
+from tests.cli.test_cli import cli, cli_quiet, ok
+from tests.cli.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 
 
 @dataclass(frozen=True)

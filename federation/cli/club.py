@@ -18,17 +18,17 @@ from typing import Any
 import msgspec
 from tqdm import tqdm
 
-from federation import archive, audit, projector
-from federation.core import projection
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.ids import short
 from federation.core.log import format_audience, parse_audience
 from federation.core.payloads import kind_from_name, read_payload, summary
 from federation.errors import UsageError
-from federation.keyfile import PASSPHRASE_ENV
-from federation.node import Node, init_node, prompt_passphrase
+from federation.node import archive, audit, projector
+from federation.node.keyfile import PASSPHRASE_ENV
+from federation.node.node import Node, init_node, prompt_passphrase
 from federation.store.base import LogRecord
+from federation.views import projection
 
 
 class Output(msgspec.Struct):
@@ -264,7 +264,7 @@ async def cmd_show(args: argparse.Namespace) -> Output:
 
 async def cmd_status(args: argparse.Namespace) -> Output:
     # peer_commands builds on this module; importing it here avoids the cycle.
-    from federation.peer_commands import peer_json, peer_lines
+    from federation.cli.peering import peer_json, peer_lines
 
     async with await Node.open(Path(args.node)) as node:
         logs = await node.store.logs()

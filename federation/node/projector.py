@@ -8,10 +8,10 @@ and must give identical items (tests/test_projector.py checks it).
 
 from __future__ import annotations
 
-from federation.core import projection
 from federation.core.events import VerifiedEvent
-from federation.core.projection import Item, Key
 from federation.store.base import ProjectionUpdate, Store
+from federation.views import projection
+from federation.views.projection import Item, Key
 
 PAGE_EVENTS = 5000
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from federation.core.canonical import Kind
 from federation.core.selection import roster_log_id
+from federation.node.follow import sync_round
 from federation.store.sqlite import SqliteStore
-from federation.syncer import sync_round
 from tests.harness import Federation, Member
 
 

@@ -29,7 +29,7 @@ from federation.core.events import KeyCheck, VerifiedEvent, genesis_keys, sign_e
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
-from federation.keyfile import (
+from federation.node.keyfile import (
     MIN_PASSPHRASE_CHARS,
     PASSPHRASE_ENV,
     needs_passphrase,

@@ -13,14 +13,14 @@ from typing import Any
 
 import aiohttp
 
-from federation import peers
-from federation.commands import Output, progress
+from federation.cli.club import Output, progress
 from federation.errors import FederationError, UsageError
-from federation.node import Node
-from federation.runtime import Runtime
+from federation.node import peering
+from federation.node.follow import status_after, sync_round, with_error
+from federation.node.node import Node
+from federation.node.runtime import Runtime
 from federation.service import open_service
 from federation.store.base import PeerRecord
-from federation.syncer import status_after, sync_round, with_error
 from federation.web.client import PeerClient
 
 
@@ -70,7 +70,7 @@ def peer_lines(peer_list: list[PeerRecord], now_us: int) -> list[str]:
 
 async def cmd_invite(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
-        text = await peers.invite(node, args.url)
+        text = await peering.invite(node, args.url)
     return Output({"invite": text}, [text])
 
 
@@ -78,17 +78,17 @@ async def cmd_peers(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         action = args.peers_command
         if action == "add":
-            peer = await peers.add(node, args.invite)
+            peer = await peering.add(node, args.invite)
             return Output(
                 peer_json(peer), [f"added peer {peer.name} ({peer.club.hex()}) at {peer.url}"]
             )
         if action in ("pause", "resume"):
-            peer = await peers.set_state(
+            peer = await peering.set_state(
                 node, args.peer, "paused" if action == "pause" else "active"
             )
             return Output(peer_json(peer), [f"{peer.name} is now {peer.state}"])
         if action == "remove":
-            peer = await peers.remove(node, args.peer)
+            peer = await peering.remove(node, args.peer)
             return Output(
                 peer_json(peer),
                 [f"removed peer {peer.name}; it no longer receives federation logs"],
@@ -103,7 +103,7 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         key = node.unlock()
         if args.peer:
-            chosen = [await peers.find(node, args.peer)]
+            chosen = [await peering.find(node, args.peer)]
         else:
             chosen = [p for p in await node.store.peers() if p.state == "active"]
         if not chosen:

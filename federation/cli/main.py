@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import msgspec
 
-from federation import commands, peer_commands
+from federation.cli import club, peering
 from federation.errors import FederationError
 
 NODE_ENV = "FEDERATION_NODE"
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plain-http", action="store_true", help="serve plain HTTP (loopback only)")
 
     c = cmd("post", "sign an event into one of the club's logs")
-    commands.add_post_arguments(c)
+    club.add_post_arguments(c)
 
     c = cmd("log", "list events, newest last")
     c.add_argument("--log", help="only this log (name or id prefix)")
@@ -122,19 +122,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-Handler = Callable[[argparse.Namespace], Awaitable[commands.Output]]
+Handler = Callable[[argparse.Namespace], Awaitable[club.Output]]
 
 
-async def _call(handler: Handler, args: argparse.Namespace) -> commands.Output:
+async def _call(handler: Handler, args: argparse.Namespace) -> club.Output:
     return await handler(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    module = peer_commands if hasattr(peer_commands, "cmd_" + args.command) else commands
+    module = peering if hasattr(peering, "cmd_" + args.command) else club
     handler: Handler = getattr(module, "cmd_" + args.command)
     try:
-        result: commands.Output = asyncio.run(_call(handler, args))
+        result: club.Output = asyncio.run(_call(handler, args))
     except FederationError as exc:
         print(f"federation: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)

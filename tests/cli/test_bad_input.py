@@ -20,9 +20,9 @@ import pytest
 from federation.core import canonical
 from federation.core.config import parse_config
 from federation.errors import ConfigError
-from federation.keyfile import PASSPHRASE_ENV
-from tests.test_cli import cli, cli_quiet, copy_node, ok
-from tests.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
+from federation.node.keyfile import PASSPHRASE_ENV
+from tests.cli.test_cli import cli, cli_quiet, copy_node, ok
+from tests.cli.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 
 State = tuple[dict[str, bytes], int]
 EVENTS_IN_FEDERATION = 6

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from federation import projector
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
-from federation.core.projection import CALENDAR, CAMPAIGNS, CalendarItem, CampaignItem, decode_item
+from federation.node import projector
 from federation.store.sqlite import SqliteStore
-from tests.core.test_projection import CLUB, Step, _action, _campaign, sign_steps, step_lists
+from federation.views.projection import CALENDAR, CAMPAIGNS, CalendarItem, CampaignItem, decode_item
+from tests.views.test_projection import CLUB, Step, _action, _campaign, sign_steps, step_lists
 
 Items = dict[str, dict[str, bytes]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from federation.core import canonical
-from federation.ingest import Ingest
+from federation.node.ingest import Ingest
 from federation.store.sqlite import SqliteStore
 from tests.conftest import Club, run_of
 

@@ -16,7 +16,7 @@ from federation.core.canonical import Genesis
 from federation.core.crypto import SigningKey
 from federation.core.events import Head, genesis_keys
 from federation.core.selection import Roster, fold_roster, may_receive, roster_log_id
-from federation.node import Clock, Node
+from federation.node.node import Clock, Node
 from federation.store.base import LogRecord, PeerRecord, Store
 from federation.sync.auth import ReplayGuard
 
@@ -63,7 +63,7 @@ class Runtime:
         self.peers = {p.club: p for p in await self.store.peers()}
         rosters: dict[bytes, Roster] = {}
         heads: dict[bytes, Head | None] = {}  # the last roster event folded, per club
-        for club in list(self.genesis):  # shared with the node: peers.add may add to it
+        for club in list(self.genesis):  # shared with the node: peering.add may add to it
             log = roster_log_id(club)
             if log not in self.logs:
                 continue

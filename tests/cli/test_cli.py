@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from federation.cli import NODE_ENV, main
+from federation.cli.main import NODE_ENV, main
 from federation.core import canonical
-from federation.keyfile import PASSPHRASE_ENV
+from federation.node.keyfile import PASSPHRASE_ENV
 
 PASSPHRASE = "correct horse battery"
 # Two partner clubs for the named audience, sorted as the audience's text form is.

@@ -19,9 +19,9 @@ from federation.errors import (
     FederationError,
     RemoteProtocolError,
 )
-from federation.ingest import Ingest
-from federation.node import own_behind_key
-from federation.runtime import Runtime
+from federation.node.ingest import Ingest
+from federation.node.node import own_behind_key
+from federation.node.runtime import Runtime
 from federation.store.base import PeerRecord, PeerStatus
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo
 from federation.sync.session import Session, State, own_logs_behind

@@ -16,7 +16,7 @@ from federation.core.config import parse_listen
 from federation.core.invite import Invite, make_invite, read_invite
 from federation.core.selection import ROSTER_LOG_NAME
 from federation.errors import UsageError
-from federation.node import Node
+from federation.node.node import Node
 from federation.store.base import PeerRecord
 
 

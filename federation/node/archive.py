@@ -21,7 +21,7 @@ from federation.core import canonical
 from federation.core.events import VerifiedEvent
 from federation.core.log import format_audience
 from federation.errors import InvalidEventError
-from federation.ingest import Ingest
+from federation.node.ingest import Ingest
 from federation.store.base import LogRecord, Store
 
 CHUNK_LINES = 5000

@@ -16,11 +16,11 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation.core import projection
 from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.payloads import make_payload
-from federation.core.projection import CALENDAR, CAMPAIGNS, CalendarItem, CampaignItem, Item, Key
+from federation.views import projection
+from federation.views.projection import CALENDAR, CAMPAIGNS, CalendarItem, CampaignItem, Item, Key
 from tests.conftest import BASE_TIME_US, Club
 
 CLUB = Club.make(b"projection club")

@@ -1,0 +1,1 @@
+"""The node: one club's directory, store, key, and everything that runs on them."""

@@ -1,0 +1,1 @@
+"""Event-sourced views, pure: calendar, campaigns (and joint proposals), folded from logs."""
