@@ -22,8 +22,12 @@ class FederationError(Exception):
     """Base of every error an operator can act on."""
 
     exit_code = 1
+    # Messages quote outside text (a peer's bytes, a config value, an invite, an
+    # argument): each is kept to one line of printable text, at most this long.
+    MAX_MESSAGE_CHARS = 1000
 
     def __init__(self, message: str) -> None:
+        message = _one_line(message, self.MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 

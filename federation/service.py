@@ -21,6 +21,7 @@ from federation.errors import ConfigError, KeyFileError
 from federation.node.follow import follow_peer
 from federation.node.node import Node
 from federation.node.runtime import Runtime
+from federation.node.tasks import open_task_group
 from federation.web.client import PeerClient, Tap
 from federation.web.peer_api import make_app
 
@@ -117,14 +118,12 @@ async def open_service(
         assert server is not None
         bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         connector = aiohttp.TCPConnector(limit_per_host=MAX_CONNECTIONS_PER_PEER)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            watcher = asyncio.create_task(rt.watch_store())
+        async with aiohttp.ClientSession(connector=connector) as http, open_task_group() as group:
+            watcher = group.create_task(rt.watch_store())
             try:
                 yield Service(rt, int(bound), http)
             finally:
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
     finally:
         await rt.close()
         await runner.cleanup()

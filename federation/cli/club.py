@@ -1,23 +1,23 @@
-"""The CLI's commands: each takes parsed arguments and returns an Output.
+"""The CLI's commands about the club's own node: init, post, log, show, status, verify,
+erase, export and import.
 
-An Output carries `data` (printed as JSON with --json) and `lines` (for people).
-Rules live in the core and the node; these functions only choose and format.
+Each takes parsed arguments and returns an `Output` (cli/output.py); rules live in the
+core and the node, these functions only choose and format.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from tqdm import tqdm
 
+from federation.cli.output import Output, format_time, progress, say
+from federation.cli.peering import peer_json, peer_lines
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.ids import short
@@ -27,53 +27,31 @@ from federation.errors import UsageError
 from federation.node import archive, audit, projector
 from federation.node.keyfile import PASSPHRASE_ENV
 from federation.node.node import Node, init_node, prompt_passphrase
-from federation.store.base import LogRecord
-from federation.views import projection
-
-
-class Output(msgspec.Struct):
-    data: Any
-    lines: list[str]
-    exit_code: int = 0
-
-
-def _when(time_us: int) -> str:
-    return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-class Progress:
-    """Call it with how many more are done; `expect` sets the total once it is known."""
-
-    def __init__(self, bar: tqdm[Any]) -> None:
-        self._bar = bar
-
-    def __call__(self, done: int) -> None:
-        self._bar.update(done)
-
-    def expect(self, total: int) -> None:
-        self._bar.total = self._bar.n + total
-        self._bar.refresh()
-
-
-@contextlib.contextmanager
-def progress(total: int | None, what: str) -> Iterator[Progress]:
-    """A progress bar on stderr for long work (total None: of unknown length), shown
-    only to a person at a terminal, and only when the work is long enough to need it."""
-    quiet = not sys.stderr.isatty() or (total is not None and total < 5000)
-    with tqdm(
-        total=total, unit=" events", desc=what, disable=quiet, file=sys.stderr, leave=False
-    ) as bar:
-        yield Progress(bar)
-
+from federation.store.base import PAGE_EVENTS, LogRecord
 
 # --- init -----------------------------------------------------------------------
+
+
+def add_init_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--name", required=True, help="the club's name, as other clubs will see it")
+    c.add_argument("--listen", default="127.0.0.1:8401", help="host:port to serve on")
+    c.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="store the key unencrypted (unattended servers only: a seized disk gives it away)",
+    )
+    c.add_argument(
+        "--passphrase-file",
+        help="read the passphrase from this file, now and whenever the node starts (unattended)",
+    )
+    c.add_argument("--plain-http", action="store_true", help="serve plain HTTP (loopback only)")
 
 
 async def cmd_init(args: argparse.Namespace) -> Output:
     root = Path(args.node)
     if args.no_passphrase:
         passphrase = None
-        print(
+        say(
             "federation: warning: the club key will be stored UNENCRYPTED; anyone who copies "
             f"{root / 'club.key'} can sign as your club",
             file=sys.stderr,
@@ -200,7 +178,7 @@ def _event_json(record: LogRecord, event: VerifiedEvent) -> dict[str, Any]:
         "audience": format_audience(record.audience),
         "seq": h.seq,
         "prev": h.prev.hex(),
-        "time": _when(h.time_us),
+        "time": format_time(h.time_us),
         "kind": Kind(h.kind).name.lower(),
         "payload_hash": h.payload_hash.hex(),
         "payload_size": h.payload_size,
@@ -222,6 +200,15 @@ async def _select_logs(node: Node, log: str | None, club: str | None = None) -> 
     return records
 
 
+def add_log_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--log", help="only this log (name or id prefix)")
+    c.add_argument("--kind", help="only this kind (note, action, report, campaign)")
+    c.add_argument("--club", help="only this club (id prefix)")
+    c.add_argument(
+        "--limit", type=int, default=50, help="at most this many, the latest (default 50)"
+    )
+
+
 async def cmd_log(args: argparse.Namespace) -> Output:
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -232,19 +219,24 @@ async def cmd_log(args: argparse.Namespace) -> Output:
             if record.head is None:
                 continue
             after = 0
-            while page := await node.store.events(record.id, after, 5000):
+            while page := await node.store.events(record.id, after, PAGE_EVENTS):
                 rows.extend((record, e) for e in page if kind is None or e.header.kind == kind)
                 after = page[-1].header.seq
         rows.sort(key=lambda r: (r[1].header.time_us, r[1].header.seq))
         rows = rows[-args.limit :]
         data = [_event_json(r, e) | {"signed": None} for r, e in rows]
         lines = [
-            f"{e.id.hex()[:12]}  {_when(e.header.time_us)}  {short(e.header.club)} "
+            f"{e.id.hex()[:12]}  {format_time(e.header.time_us)}  {short(e.header.club)} "
             f"{r.name}#{e.header.seq}  {Kind(e.header.kind).name.lower():8}  "
             f"{summary(e.header.kind, e.payload)}"
             for r, e in rows
         ] or ["no events"]
         return Output(data, lines)
+
+
+def add_event_argument(c: argparse.ArgumentParser) -> None:
+    """The one argument of `show` and `erase`."""
+    c.add_argument("event", metavar="EVENT", help="event id or a prefix of 8+ hex digits")
 
 
 async def cmd_show(args: argparse.Namespace) -> Output:
@@ -263,9 +255,6 @@ async def cmd_show(args: argparse.Namespace) -> Output:
 
 
 async def cmd_status(args: argparse.Namespace) -> Output:
-    # peer_commands builds on this module; importing it here avoids the cycle.
-    from federation.cli.peering import peer_json, peer_lines
-
     async with await Node.open(Path(args.node)) as node:
         logs = await node.store.logs()
         forks = await node.store.forks()
@@ -346,6 +335,12 @@ async def cmd_erase(args: argparse.Namespace) -> Output:
     )
 
 
+def add_export_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--log", help="only this log (name or id prefix)")
+    c.add_argument("--audience", help="only logs with this audience")
+    c.add_argument("-o", "--output", help="file to write (default: standard output)")
+
+
 async def cmd_export(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         logs = await _select_logs(node, args.log)
@@ -369,8 +364,12 @@ async def cmd_export(args: argparse.Namespace) -> Output:
             else:
                 count = await archive.export(node.store, sys.stdout.buffer, logs, advance)
     where = args.output or "standard output"
-    print(f"exported {count} events in {len(logs)} logs to {where}", file=sys.stderr)
+    say(f"exported {count} events in {len(logs)} logs to {where}", file=sys.stderr)
     return Output({"events": count, "logs": len(logs)}, [])
+
+
+def add_import_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("file", metavar="FILE", help="the export file, or - for standard input")
 
 
 async def cmd_import(args: argparse.Namespace) -> Output:
@@ -394,37 +393,3 @@ async def cmd_import(args: argparse.Namespace) -> Output:
         + (f"; {report.forks} fork(s) kept as evidence" if report.forks else "")
     ]
     return Output(msgspec.structs.asdict(report), lines)
-
-
-async def cmd_rebuild(args: argparse.Namespace) -> Output:
-    async with await Node.open(Path(args.node)) as node:
-        count = await projector.rebuild(node.store)
-    return Output({"items": count}, [f"rebuilt campaigns and calendar: {count} items"])
-
-
-async def cmd_calendar(args: argparse.Namespace) -> Output:
-    async with await Node.open(Path(args.node)) as node:
-        items = await projector.items(node.store, projection.CALENDAR)
-    actions = sorted(
-        (i for i in items if isinstance(i, projection.CalendarItem)),
-        key=lambda i: (i.erased, i.starts or dt.datetime.max.replace(tzinfo=dt.UTC)),
-    )
-    lines = [
-        f"{a.event[:12]}  [erased]"
-        if a.erased
-        else f"{a.event[:12]}  {a.starts:%Y-%m-%d %H:%M} {a.what} @ {a.where or '?'}"
-        + (f" ({a.participants} took part)" if a.participants is not None else "")
-        for a in actions
-    ] or ["no actions"]
-    return Output([msgspec.to_builtins(a) for a in actions], lines)
-
-
-async def cmd_campaigns(args: argparse.Namespace) -> Output:
-    async with await Node.open(Path(args.node)) as node:
-        items = await projector.items(node.store, projection.CAMPAIGNS)
-    campaigns = [i for i in items if isinstance(i, projection.CampaignItem)]
-    lines = [
-        f"{c.campaign:24} {c.status:6} {c.title}  ({c.updates} updates, club {c.club[:12]})"
-        for c in campaigns
-    ] or ["no campaigns"]
-    return Output([msgspec.to_builtins(c) for c in campaigns], lines)

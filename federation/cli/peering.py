@@ -1,11 +1,10 @@
-"""The CLI's commands about other clubs: invite, peers, run, sync."""
+"""The CLI's commands about other clubs: invite, peers, sync, run."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from federation.cli.club import Output, progress
+from federation.cli.output import Output, format_ago, progress, say
 from federation.errors import FederationError, UsageError
 from federation.node import peering
 from federation.node.follow import status_after, sync_round, with_error
@@ -22,17 +21,6 @@ from federation.node.runtime import Runtime
 from federation.service import open_service
 from federation.store.base import PeerRecord
 from federation.web.client import PeerClient
-
-
-def _ago(now_us: int, then_us: int) -> str:
-    if not then_us:
-        return "never"
-    seconds = max(0, (now_us - then_us) // 1_000_000)
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return dt.datetime.fromtimestamp(then_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
 def peer_json(peer: PeerRecord) -> dict[str, Any]:
@@ -57,21 +45,47 @@ def peer_lines(peer_list: list[PeerRecord], now_us: int) -> list[str]:
     lines = []
     for p in peer_list:
         s = p.status
-        contact = _ago(now_us, s.last_contact_us)
+        contact = format_ago(now_us, s.last_contact_us)
         lines.append(
             f"  {p.name:24} {p.club.hex()[:12]}  {p.state:6}  contact {contact}"
-            f", synced {_ago(now_us, s.last_sync_us)}, {s.logs} logs, behind {s.behind}, "
+            f", synced {format_ago(now_us, s.last_sync_us)}, {s.logs} logs, behind {s.behind}, "
             f"received {s.received}"
         )
         if s.last_error and s.last_error_us >= s.last_contact_us:
-            lines.append(f"    last error ({_ago(now_us, s.last_error_us)}): {s.last_error}")
+            lines.append(f"    last error ({format_ago(now_us, s.last_error_us)}): {s.last_error}")
     return lines or ["  no peers: add one with `federation peers add INVITE`"]
+
+
+def add_invite_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--url", help="the address other clubs reach this node at")
 
 
 async def cmd_invite(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         text = await peering.invite(node, args.url)
     return Output({"invite": text}, [text])
+
+
+def add_peers_arguments(c: argparse.ArgumentParser) -> None:
+    # The actions parse errors as the top-level parser does: the same parser class.
+    actions = c.add_subparsers(dest="peers_command", metavar="ACTION", parser_class=type(c))
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help)
+        # `peers list --json` as well as `peers --json list`; SUPPRESS keeps the latter's.
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        return a
+
+    action("list", "each peer with its sync status")
+    a = action("add", "federate with the club of an invite")
+    a.add_argument("invite", metavar="INVITE")
+    for name, text in (
+        ("pause", "stop syncing with a peer for now"),
+        ("resume", "sync with a paused peer again"),
+        ("remove", "stop federating with a peer (signed into the roster)"),
+    ):
+        a = action(name, text)
+        a.add_argument("peer", metavar="PEER", help="the peer's name or club id prefix")
 
 
 async def cmd_peers(args: argparse.Namespace) -> Output:
@@ -97,6 +111,10 @@ async def cmd_peers(args: argparse.Namespace) -> Output:
         return Output(
             [peer_json(p) for p in peer_list], ["peers:", *peer_lines(peer_list, node.clock())]
         )
+
+
+def add_sync_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("peer", metavar="PEER", nargs="?", help="the peer's name or club id prefix")
 
 
 async def cmd_sync(args: argparse.Namespace) -> Output:
@@ -156,7 +174,7 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
 async def cmd_run(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node, open_service(node) as service:
         scheme = "http" if node.config.node.plain_http else "https"
-        print(
+        say(
             f"federation: {node.config.club.name} serving on {scheme}://"
             f"{node.config.node.listen.rpartition(':')[0]}:{service.port}; "
             f"following {len(service.rt.active_peers())} peers (Ctrl-C stops)",
@@ -169,5 +187,5 @@ async def cmd_run(args: argparse.Namespace) -> Output:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await service.follow_peers()
-    print("federation: stopped", file=sys.stderr, flush=True)
+    say("federation: stopped", file=sys.stderr, flush=True)
     return Output({}, [])

@@ -75,6 +75,13 @@ def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file", path=path) from None
+    except (ValueError, RecursionError):
+        # tomllib lets these through: int() refusing a number of over 4300 digits, and
+        # arrays or tables nested deeper than Python's stack.
+        raise ConfigError(
+            f"{path}: not valid TOML (a number too long or nesting too deep); fix the file",
+            path=path,
+        ) from None
     try:
         config = msgspec.convert(data, Config)
     except msgspec.ValidationError as exc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import os
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -34,10 +33,6 @@ class SigningKey:
     def __init__(self, secret: bytes) -> None:
         self._key = Ed25519PrivateKey.from_private_bytes(secret)
         self.public: bytes = self._key.public_key().public_bytes_raw()
-
-    @classmethod
-    def generate(cls) -> SigningKey:
-        return cls(os.urandom(SECRET_KEY_BYTES))
 
     def secret_bytes(self) -> bytes:
         return self._key.private_bytes_raw()
@@ -108,10 +103,12 @@ def derive_key(
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
 
 
-def seal(key: bytes, plaintext: bytes, associated: bytes) -> tuple[bytes, bytes]:
-    """Encrypt and authenticate; returns (nonce, ciphertext)."""
-    nonce = os.urandom(AEAD_NONCE_BYTES)
-    return nonce, ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated)
+def seal(key: bytes, nonce: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """Encrypt and authenticate. `nonce`: AEAD_NONCE_BYTES fresh random bytes, never
+    reused with one key (the shell draws them: federation.node.system.random_bytes)."""
+    if len(nonce) != AEAD_NONCE_BYTES:
+        raise ValueError("a ChaCha20-Poly1305 nonce is 12 bytes")
+    return ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated)
 
 
 def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) -> bytes | None:
@@ -122,24 +119,21 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, associated: bytes) 
         return None
 
 
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)
-
-
 # TLS between nodes (protocol.md §5.3): a self-signed certificate, pinned by the sha256
 # of its DER encoding, so no certificate authority is trusted or needed.
 
 
-def make_tls_certificate(common_name: str, now: dt.datetime) -> tuple[bytes, bytes]:
-    """A self-signed ed25519 certificate valid for 20 years. Returns (cert PEM, key PEM)."""
-    key = Ed25519PrivateKey.generate()
+def make_tls_certificate(common_name: str, now: dt.datetime, secret: bytes) -> tuple[bytes, bytes]:
+    """A self-signed ed25519 certificate valid for 20 years. Returns (cert PEM, key PEM).
+    `secret`: SECRET_KEY_BYTES of fresh randomness, for the key and the serial number."""
+    key = Ed25519PrivateKey.from_private_bytes(secret)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(int.from_bytes(hashlib.sha256(b"serial" + secret).digest()[:19], "big") | 1)
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=365 * 20))
         .add_extension(
@@ -172,7 +166,6 @@ __all__ = [
     "derive_key",
     "make_tls_certificate",
     "open_sealed",
-    "random_bytes",
     "seal",
     "verify_signature",
 ]

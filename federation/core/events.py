@@ -8,7 +8,7 @@ event, or by verifying received bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -19,7 +19,6 @@ from federation.core.canonical import (
     SIGNED_HEADER_BYTES,
     VERSION,
     ZERO_HASH,
-    Genesis,
     Header,
     Kind,
     event_id,
@@ -28,6 +27,10 @@ from federation.core.canonical import (
     signature_of,
 )
 from federation.core.crypto import SigningKey, verify_signature
+
+# Who may sign for a club is decided in `core.keys` (protocol.md §2.2); verifiers take
+# the predicate, re-exported here for them.
+from federation.core.keys import KeyCheck as KeyCheck
 from federation.errors import InvalidEventError
 
 
@@ -55,21 +58,6 @@ class VerifiedEvent(msgspec.Struct, frozen=True, gc=False):
     @property
     def erased(self) -> bool:
         return self.payload is None
-
-
-# Decides whether a public key may sign for a club. Today: the genesis key
-# (protocol.md §2.2); key rotation will widen this without changing callers.
-KeyCheck = Callable[[bytes, bytes], bool]
-
-
-def genesis_keys(genesis: Mapping[bytes, Genesis]) -> KeyCheck:
-    """protocol.md §2.2: today only a club's genesis key signs for it."""
-
-    def check(club: bytes, key: bytes) -> bool:
-        g = genesis.get(club)
-        return g is not None and g.key == key
-
-    return check
 
 
 def sign_event(
@@ -179,27 +167,20 @@ class VerifiedRun(msgspec.Struct, frozen=True, gc=False):
             return self.after
         return Head(self.first + len(self.ids) - 1, self.ids[-1])
 
+    def without_first(self, n: int) -> VerifiedRun:
+        """The run after its first `n` events (they are then the head it follows)."""
+        if n == 0:
+            return self
+        after = Head(self.first + n - 1, self.ids[n - 1])
+        return VerifiedRun(
+            self.log, self.club, after, self.ids[n:], self.signed[n:], self.payloads[n:]
+        )
+
     def events(self) -> list[VerifiedEvent]:
         return [
             VerifiedEvent(eid, canonical.decode_header(signed), signed, payload)
             for eid, signed, payload in zip(self.ids, self.signed, self.payloads, strict=True)
         ]
-
-
-def rest_after(run: VerifiedRun, head: Head | None) -> VerifiedRun | None:
-    """The part of `run` after `head`: all of it if it starts there, its tail if it
-    passes through `head` (two peers' ingests of the same events: the second is then
-    a no-op, not an error), None if it does not connect to `head` at all."""
-    if run.after == head:
-        return run
-    if head is None:
-        return None
-    at = head.seq - run.first  # where `head` falls in the run
-    if not 0 <= at < len(run.ids) or run.ids[at] != head.id:
-        return None
-    # The ids chain back through every `prev`: one equal id means an equal prefix.
-    n = at + 1
-    return VerifiedRun(run.log, run.club, head, run.ids[n:], run.signed[n:], run.payloads[n:])
 
 
 def runs_of(events: Sequence[VerifiedEvent]) -> list[VerifiedRun]:

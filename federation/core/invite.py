@@ -76,7 +76,13 @@ def read_invite(text: str) -> Invite:
         fingerprint = bytes.fromhex(invite.fingerprint)
         signature = bytes.fromhex(invite.signature)
         signed = canonical.encode_invite(invite.club, invite.name, invite.url, fingerprint)
-    except (binascii.Error, ValueError, msgspec.DecodeError, InvalidEventError) as exc:
+    except (
+        binascii.Error,
+        ValueError,
+        RecursionError,
+        msgspec.DecodeError,
+        InvalidEventError,
+    ) as exc:
         raise UsageError(f"invite is damaged ({exc}); ask the club for it again") from None
     if not verify_signature(genesis.key, signature, signed):
         raise UsageError("invite signature does not verify: it was altered; ask for it again")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from federation.core import canonical
 from federation.core.canonical import Audience, LogDescriptor
-from federation.core.events import Head, VerifiedEvent
+from federation.core.events import Head, VerifiedEvent, VerifiedRun
 from federation.core.ids import parse_id
 from federation.errors import ForkError, InvalidEventError, UsageError
 
@@ -52,18 +52,57 @@ def descriptor_bytes(club: bytes, name: str, audience: Audience) -> bytes:
     return canonical.encode_log(LogDescriptor(club, name, audience))
 
 
-def check_append(head: Head | None, event: VerifiedEvent) -> None:
-    """The chain rule (protocol.md §3.4): seq follows the head and prev is the head's id."""
-    expected_seq = 1 if head is None else head.seq + 1
-    expected_prev = canonical.ZERO_HASH if head is None else head.id
-    h = event.header
-    if h.seq != expected_seq or h.prev != expected_prev:
-        raise InvalidEventError(
-            f"does not extend the log (head is seq {expected_seq - 1})",
-            club=h.club,
-            log=h.log,
-            seq=h.seq,
-        )
+def rest_to_append(
+    run: VerifiedRun, head: Head | None, club: bytes, held: bytes | None = None
+) -> VerifiedRun | None:
+    """The chain rule for appending (protocol.md §3.4), decided here for every store.
+
+    `head` is the log's head in the store and `club` the club of its descriptor.
+    Returns what of `run` to append: all of it if it starts at `head`, its tail if
+    it passes through `head` (two peers' ingests of the same events: the second is
+    then a no-op, not an error); None if there is nothing to append. Raises
+    InvalidEventError, naming what is wrong, if the run does not extend the log.
+
+    A run that ends before `head` is held already if the store's event at the run's
+    last seq is the run's last event (ids chain back through every `prev`, so one
+    equal id means an equal prefix). Only then does the store look that id up and
+    pass it as `held`: `held_seq` says when.
+    """
+    if run.club != club:
+        raise InvalidEventError("event is signed for another club than its log's", log=run.log)
+    end = run.head
+    if not run.ids or end is None:
+        return None  # an empty run
+    if head is not None and end.seq <= head.seq:
+        if (head.id if end.seq == head.seq else held) == end.id:
+            return None  # all of it held already
+        raise _does_not_extend(run, head)
+    if run.after == head:
+        return run
+    if head is None:
+        raise _does_not_extend(run, head)
+    at = head.seq - run.first  # where `head` falls in the run
+    if at < 0 or run.ids[at] != head.id:
+        raise _does_not_extend(run, head)
+    return run.without_first(at + 1)
+
+
+def held_seq(run: VerifiedRun, head: Head | None) -> int | None:
+    """The seq whose held event id `rest_to_append` needs to decide `run` (the run
+    ends before the head), or None when the head alone decides."""
+    end = run.head
+    if not run.ids or end is None or head is None or end.seq >= head.seq:
+        return None
+    return end.seq
+
+
+def _does_not_extend(run: VerifiedRun, head: Head | None) -> InvalidEventError:
+    return InvalidEventError(
+        f"does not extend the log (head is seq {0 if head is None else head.seq})",
+        club=run.club,
+        log=run.log,
+        seq=run.first,
+    )
 
 
 def fork_between(held: VerifiedEvent, event: VerifiedEvent) -> ForkError | None:

@@ -1,16 +1,17 @@
 """Typed payloads, one per event kind (protocol.md §3.2).
 
 Payloads are msgspec JSON. The header commits to the exact bytes, so a payload is
-never re-encoded once made; these types are for making new payloads (strictly: no
-unknown fields) and for reading received ones (leniently: a newer club may add
-fields, and a payload that does not decode is still a valid signed event).
+never re-encoded once made. The types below read received payloads leniently (a
+newer club may add fields; protocol.md §3.2 "Making and reading"), and a payload
+that does not decode is still a valid signed event. Making is strict: no unknown
+fields, a rule kept in one place, `make_payload`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import msgspec
 
@@ -24,11 +25,11 @@ Period = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 
 
-class Note(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Note(msgspec.Struct, frozen=True):
     text: Text
 
 
-class Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Action(msgspec.Struct, frozen=True):
     """Something the club did or will do: a picket, a protest, a reading group."""
 
     what: Line
@@ -39,7 +40,7 @@ class Action(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     text: Text = ""
 
 
-class Report(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Report(msgspec.Struct, frozen=True):
     """A member's monthly report of what they did. Private unless chosen otherwise."""
 
     member: Line
@@ -47,7 +48,7 @@ class Report(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     text: Text
 
 
-class Campaign(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Campaign(msgspec.Struct, frozen=True):
     """A step in a campaign's life, keyed by `campaign` (a slug) within one log."""
 
     campaign: Slug
@@ -56,7 +57,7 @@ class Campaign(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     text: str | None = None
 
 
-class Roster(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Roster(msgspec.Struct, frozen=True):
     """The club now federates (or no longer federates) with `club` (64 hex digits)."""
 
     op: Literal["added", "removed"]
@@ -76,16 +77,18 @@ PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 
 _encoder = msgspec.json.Encoder()
-_strict = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
+_lenient = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
 
 
-def _relaxed(t: type[Payload]) -> type[msgspec.Struct]:
-    # The same fields without forbid_unknown_fields: newer clubs may add fields.
-    fields = [(f.name, f.type, f.default) for f in msgspec.structs.fields(t)]
-    return msgspec.defstruct(t.__name__, fields, frozen=True)
+def _strict(t: type[Payload]) -> type[Payload]:
+    # A subclass that refuses unknown fields: what a maker checks (§3.2), while the
+    # encoded bytes and isinstance stay those of `t`.
+    strict = msgspec.defstruct(t.__name__, [], bases=(t,), frozen=True, forbid_unknown_fields=True)
+    return cast("type[Payload]", strict)
 
 
-_lenient = {k: msgspec.json.Decoder(_relaxed(t)) for k, t in PAYLOAD_TYPES.items()}
+# For making payloads, and for tools that check a payload as its maker must have.
+STRICT_PAYLOAD_TYPES: dict[Kind, type[Payload]] = {k: _strict(t) for k, t in PAYLOAD_TYPES.items()}
 
 
 # Roster events are written by `federation peers add/remove`, never posted by hand.
@@ -103,7 +106,7 @@ def kind_from_name(name: str, *, postable: bool = False) -> Kind:
 def make_payload(kind: Kind, fields: dict[str, object]) -> bytes:
     """Validate fields for `kind` strictly and encode them: the bytes the header commits to."""
     try:
-        value = msgspec.convert(fields, PAYLOAD_TYPES[kind], strict=False)
+        value = msgspec.convert(fields, STRICT_PAYLOAD_TYPES[kind], strict=False)
     except msgspec.ValidationError as exc:
         raise UsageError(
             f"invalid {kind.name.lower()} payload: {exc}; fix that option and post again"
@@ -120,7 +123,7 @@ def read_payload(kind: int, payload: bytes) -> dict[str, object] | None:
     try:
         k = Kind(kind)
         value = _lenient[k].decode(payload)
-    except (ValueError, msgspec.DecodeError):
+    except (ValueError, RecursionError, msgspec.DecodeError):  # RecursionError: deep nesting
         return None
     return msgspec.structs.asdict(value)
 

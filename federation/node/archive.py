@@ -21,10 +21,9 @@ from federation.core import canonical
 from federation.core.events import VerifiedEvent
 from federation.core.log import format_audience
 from federation.errors import InvalidEventError
-from federation.node.ingest import Ingest
-from federation.store.base import LogRecord, Store
+from federation.node.ingest import Ingest, open_ingest
+from federation.store.base import PAGE_EVENTS, LogRecord, Store
 
-CHUNK_LINES = 5000
 # A line holds at most one event: its header, a base64 payload and field names.
 MAX_LINE_BYTES = 2 * canonical.MAX_PAYLOAD_BYTES
 
@@ -93,7 +92,7 @@ async def export(
             + b"\n"
         )
         after = 0
-        while page := await store.events(record.id, after, CHUNK_LINES):
+        while page := await store.events(record.id, after, PAGE_EVENTS):
             for event in page:
                 out.write(event_line(event))
             after = page[-1].header.seq
@@ -130,7 +129,7 @@ async def _import_chunk(ingest: Ingest, numbered: list[tuple[int, bytes]]) -> No
                 signed = _hex(line.signed, "signed header")
                 payload = None
                 if line.payload is not None:
-                    payload = base64.b64decode(line.payload, validate=True)
+                    payload = _base64(line.payload, "payload")
                 if canonical.event_id(signed).hex() != line.id:
                     raise InvalidEventError("id field does not match the signed header")
                 run.append((number, signed, payload))
@@ -140,7 +139,7 @@ async def _import_chunk(ingest: Ingest, numbered: list[tuple[int, bytes]]) -> No
                 await ingest.club(_hex(line.id, "club id"), _hex(line.genesis, "genesis"))
             else:
                 await ingest.log(_hex(line.id, "log id"), _hex(line.descriptor, "descriptor"))
-        except (msgspec.DecodeError, binascii.Error, InvalidEventError) as exc:
+        except (msgspec.DecodeError, RecursionError, binascii.Error, InvalidEventError) as exc:
             await end_run()  # the events before this line are the valid prefix
             raise _at(number, exc) from None
     await end_run()
@@ -153,6 +152,13 @@ def _hex(text: str, what: str) -> bytes:
         raise InvalidEventError(f"{what} is not hex") from None
 
 
+def _base64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or a character beyond ASCII
+        raise InvalidEventError(f"{what} is not base64") from None
+
+
 def _at(number: int, exc: Exception) -> InvalidEventError:
     message = str(exc).splitlines()[0]
     return InvalidEventError(f"line {number}: {message}; nothing after the valid prefix was stored")
@@ -163,7 +169,7 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[list[tuple[int, bytes]]]:
     for number, raw in enumerate(lines, start=1):
         if raw.strip():
             chunk.append((number, raw))
-        if len(chunk) >= CHUNK_LINES:
+        if len(chunk) >= PAGE_EVENTS:
             yield chunk
             chunk = []
     if chunk:
@@ -177,16 +183,15 @@ async def import_lines(
     now_us: int,
     advance: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    ingest = Ingest(store, dict(genesis), lambda: now_us, allow_private=True)
     report = ImportReport()
     try:
-        for chunk in _numbered(lines):
-            await _import_chunk(ingest, chunk)
-            report.lines += len(chunk)
-            if advance is not None:
-                advance(len(chunk))
+        async with open_ingest(store, dict(genesis), lambda: now_us, allow_private=True) as ingest:
+            for chunk in _numbered(lines):
+                await _import_chunk(ingest, chunk)
+                report.lines += len(chunk)
+                if advance is not None:
+                    advance(len(chunk))
     finally:
-        await ingest.aclose()
         report.added, report.already, report.forks = (
             ingest.added,
             ingest.already,

@@ -17,9 +17,7 @@ from federation.core import canonical
 from federation.core.events import Head, KeyCheck, verify_run
 from federation.core.ids import short
 from federation.errors import FederationError
-from federation.store.base import ForkRecord, LogRecord, Store
-
-PAGE_EVENTS = 5000
+from federation.store.base import PAGE_EVENTS, ForkRecord, LogRecord, LogStore
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -49,7 +47,7 @@ class VerifyReport(msgspec.Struct):
 
 
 async def verify_store(
-    store: Store, authorized: KeyCheck, advance: Callable[[int], None] | None = None
+    store: LogStore, authorized: KeyCheck, advance: Callable[[int], None] | None = None
 ) -> VerifyReport:
     """Audit everything held. `advance(n)` is told of every n events checked."""
     report = VerifyReport()
@@ -80,7 +78,7 @@ async def verify_store(
 
 
 async def _verify_log(
-    store: Store,
+    store: LogStore,
     record: LogRecord,
     authorized: KeyCheck,
     report: VerifyReport,

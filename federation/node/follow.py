@@ -1,31 +1,31 @@
 """Sync rounds with peers, and the loops that keep a running node in step with them.
 
-One round (protocol.md §6.2): ask the peer for its frontier (long-polling when we
-already hold everything it had), compare with ours in the sans-IO Session, stream
-what we lack, verify and store it through Ingest. A running node follows each
-active peer in a loop of rounds, backing off from one that fails, and records per-
-peer status (DESIGN principle 12) in the store, where `federation status` reads it.
+One round (protocol.md §6.2) is the I/O around a sans-IO `sync.session.Session`,
+which holds every rule of it: the shell asks a PeerTransport for what the session
+asks for, feeds it what arrives, verifies and stores the batches through Ingest,
+and reports the heads it then holds. A running node follows each active peer in a
+loop of rounds, backing off from one that fails, and records per-peer status
+(DESIGN principle 12) in the store, where `federation status` reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 from collections.abc import Callable
 
 import msgspec
 
-from federation.errors import (
-    FederationError,
-    RemoteProtocolError,
-)
-from federation.node.ingest import Ingest
-from federation.node.node import own_behind_key
+from federation.core.events import Head
+from federation.errors import FederationError
+from federation.node.ingest import Ingest, open_ingest
 from federation.node.runtime import Runtime
+from federation.node.system import jitter
+from federation.node.transport import PeerTransport
 from federation.store.base import PeerRecord, PeerStatus
-from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo
+from federation.store.meta import RestoreGuard, write_restore_guard
+from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo, Want
 from federation.sync.session import Session, State, own_logs_behind
-from federation.web.client import PeerClient
 
 # A long-poll asks the peer to hold the frontier request this long when nothing
 # changed; the peer answers at once when something does.
@@ -49,38 +49,62 @@ class RoundResult(msgspec.Struct):
     digest: bytes | None = None
 
 
+def _heads(rt: Runtime) -> dict[bytes, Head | None]:
+    return {log: r.head for log, r in rt.logs.items()}
+
+
 async def sync_round(
     rt: Runtime,
-    client: PeerClient,
+    transport: PeerTransport,
     *,
     known: bytes | None,
     wait_s: float,
     advance: Advance | None = None,
     on_behind: Callable[[int], None] | None = None,
 ) -> RoundResult:
-    """One round with one peer; repeats the want while the peer says there is more."""
+    """One round with one peer, asking again while the peer says there is more."""
     result = RoundResult()
-    while True:
-        local = {log: r.head for log, r in rt.logs.items()}
-        session = Session(local, known, frozen={log for log, r in rt.logs.items() if r.frozen})
-        want = session.on_frontier(await client.frontier(session.frontier_known(), wait_s))
+    frozen = {log for log, r in rt.logs.items() if r.frozen}
+    session = Session(_heads(rt), known, frozen, wait_s=wait_s)
+    while session.state is not State.CLOSED:
+        known = session.frontier_known()
+        want = session.on_frontier(await transport.frontier(known, session.wait_s))
         frontier = session.frontier
         assert frontier is not None
         result.digest = frontier.digest
         if frontier.logs is not None:
             result.logs = len(frontier.logs)
             result.changed = True
-            await note_own_heads(rt, client.peer, frontier.logs)
-        result.behind = session.behind(local)
+            await note_own_heads(rt, transport.peer, frontier.logs)
+        result.behind = session.behind(session.local)
         if on_behind is not None:
             on_behind(result.behind)
-        if want is None:
-            result.complete = True
-            return result
-        ingest = Ingest(rt.store, dict(rt.genesis), rt.clock)
-        try:
-            async for message in client.events(want):
-                message = session.on_message(message)
+        if want is not None:
+            await _take(rt, transport, session, want, result, advance)
+        session.stored(_heads(rt))
+    result.behind = session.behind(session.local)
+    result.complete = session.complete
+    return result
+
+
+async def _take(
+    rt: Runtime,
+    transport: PeerTransport,
+    session: Session,
+    want: Want,
+    result: RoundResult,
+    advance: Advance | None,
+) -> None:
+    """Ask for `want` and store what arrives; what verified is kept, even when the
+    round then fails (protocol.md §6.3)."""
+    ingest: Ingest | None = None
+    try:
+        async with (
+            open_ingest(rt.store, dict(rt.genesis), rt.clock) as ingest,
+            contextlib.aclosing(transport.events(want)) as stream,
+        ):
+            async for arrived in stream:
+                message = session.on_message(arrived)
                 if isinstance(message, ClubInfo):
                     ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
                 elif isinstance(message, LogInfo):
@@ -92,29 +116,15 @@ async def sync_round(
                     if error is not None:
                         raise error
                 elif isinstance(message, Done):
-                    break
-            if session.state is not State.DONE:
-                raise RemoteProtocolError("event stream ended without done", code="truncated")
-        finally:
-            await ingest.aclose()
+                    break  # read no further: anything after done is not ours to take
+            session.end_of_stream()
+    finally:
+        if ingest is not None:
             result.added += ingest.added
             result.already += ingest.already
             result.forks += len(ingest.forks)
             if ingest.added or ingest.forks:
                 await rt.refresh(appended_only=True)
-        now = {log: r.head for log, r in rt.logs.items()}
-        result.behind = session.behind(now)
-        if not session.more:
-            # Complete only if we now hold every head the frontier showed.
-            result.complete = result.behind == 0
-            return result
-        if now == local:
-            # An honest peer says `more` only after a full response; one that says it and
-            # moves no head would hold the round forever (DESIGN principle 13).
-            raise RemoteProtocolError(
-                "peer said it holds more but sent nothing new", code="no_progress"
-            )
-        known, wait_s = None, 0.0
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
@@ -123,7 +133,7 @@ async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) ->
     refuses to fork such a log until a sync has caught up."""
     ours = {log: r.head for log, r in rt.visible(peer.club).items() if r.club == rt.club}
     for log, seq in own_logs_behind(heads, ours).items():
-        await rt.store.set_meta(own_behind_key(log), f"{seq}\n{peer.name}".encode())
+        await write_restore_guard(rt.store, RestoreGuard(log, seq, peer.name))
 
 
 def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerStatus:
@@ -144,15 +154,15 @@ def with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerSta
     return msgspec.structs.replace(status, last_error=str(exc), last_error_us=now_us, known=None)
 
 
-async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None]) -> None:
+async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str], None]) -> None:
     """Keep in step with one peer until cancelled."""
-    peer = client.peer
+    peer = transport.peer
     status = peer.status
     backoff = BACKOFF_FIRST_S
     while True:
         try:
             result = await sync_round(
-                rt, client, known=status.known, wait_s=LONG_POLL_S if status.known else 0.0
+                rt, transport, known=status.known, wait_s=LONG_POLL_S if status.known else 0.0
             )
         except Exception as exc:  # FederationErrors: the peer failed; others: see below
             # Anything else is a bug, but a bug met with one peer must not stop the node
@@ -171,7 +181,7 @@ async def follow_peer(rt: Runtime, client: PeerClient, log: Callable[[str], None
                 if str(error).startswith(f"peer {peer.name}")
                 else f"peer {peer.name}: {error}"
             )
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            await asyncio.sleep(backoff * jitter(0.5, 1.0))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             continue
         backoff = BACKOFF_FIRST_S

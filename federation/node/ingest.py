@@ -10,21 +10,24 @@ transactions, and the next batch is verified while the last one commits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections import ChainMap
+from collections.abc import AsyncIterator, Sequence
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
 from federation.core.events import Head, VerifiedRun, verify_event, verify_run
+from federation.core.keys import KeyAuthority
 from federation.core.log import fork_between
 from federation.errors import FederationError, ForkError, InvalidEventError
+from federation.node.system import Clock
+from federation.node.tasks import open_task_group
 from federation.store.base import ForkRecord, LogRecord, Store
 
 # Events per transaction: one durable commit (an fsync) per this many events keeps
 # the commit cost small per event, while a crash loses at most this much re-fetchable
 # work (nothing acknowledged: a peer's events are re-sent on the next round).
 COMMIT_EVENTS = 20_000
-
-Clock = Callable[[], int]
 
 
 class Ingest:
@@ -35,9 +38,13 @@ class Ingest:
         clock: Clock,
         *,
         allow_private: bool = False,
+        group: asyncio.TaskGroup | None = None,
     ) -> None:
-        """`allow_private`: take private logs (an import of our own backup), never from a peer."""
+        """`allow_private`: take private logs (an import of our own backup), never from a peer.
+        `group`: where a commit runs while the next batch is verified (`open_ingest`);
+        without one, each commit is awaited where it is made."""
         self.store = store
+        self._group = group
         self.allow_private = allow_private
         self.genesis = genesis
         self.clock = clock
@@ -51,6 +58,7 @@ class Ingest:
         self._pending_events = 0
         self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
         self._candidates: dict[bytes, Genesis] = {}  # the same, decoded and checked
+        self._keys = KeyAuthority(ChainMap(self.genesis, self._candidates))
         self._unstored: dict[bytes, tuple[bytes, bytes]] = {}  # log -> (descriptor, club)
         # A peer's clubs and logs whose first events verified: stored with those events,
         # in their transaction (a write of their own would wait for the commit ahead).
@@ -60,8 +68,9 @@ class Ingest:
         self._commit: asyncio.Task[None] | None = None
 
     def authorized(self, club: bytes, key: bytes) -> bool:
-        g = self.genesis.get(club) or self._candidates.get(club)
-        return g is not None and g.key == key
+        """protocol.md §2.2, decided by `core.keys`: for the clubs we hold, and for
+        those a peer offered with a log we asked for (stored once an event verifies)."""
+        return self._keys.may_sign(club, key)
 
     async def club(self, club: bytes, genesis: bytes) -> None:
         g = canonical.decode_genesis(genesis)
@@ -187,6 +196,19 @@ class Ingest:
             theirs = verify_event(signed, payload, self.authorized)
         except InvalidEventError as exc:
             return exc
+        try:
+            # Fork evidence is evidence (protocol.md §3.6): both headers must verify on
+            # their own. Ours may have been stored inside a run, where only the run's
+            # last signature was checked (§4.4): check its own signature now.
+            verify_event(held.signed, None, self.authorized)
+        except InvalidEventError:
+            return InvalidEventError(
+                "another event at a seq we hold, but ours is signed only through the "
+                "chain: not portable proof of a fork; not recording it",
+                club=theirs.header.club,
+                log=log,
+                seq=seq,
+            )
         fork = fork_between(held, theirs)
         if fork is None:
             return InvalidEventError(
@@ -214,9 +236,11 @@ class Ingest:
             logs, self._new_logs = self._new_logs, {}
             self.added += self._pending_events
             self._pending_events = 0
-            self._commit = asyncio.ensure_future(
-                self.store.append_runs(batch, clubs=clubs, logs=logs)
-            )
+            commit = self.store.append_runs(batch, clubs=clubs, logs=logs)
+            if self._group is None:
+                await commit
+            else:
+                self._commit = self._group.create_task(commit)
         if wait and self._commit is not None:
             task, self._commit = self._commit, None
             await task
@@ -224,3 +248,18 @@ class Ingest:
     async def aclose(self) -> None:
         """Commit everything queued (call on success and on error alike)."""
         await self.flush()
+
+
+@contextlib.asynccontextmanager
+async def open_ingest(
+    store: Store, genesis: dict[bytes, Genesis], clock: Clock, *, allow_private: bool = False
+) -> AsyncIterator[Ingest]:
+    """An Ingest whose background commits are owned by a TaskGroup; on leaving, what
+    is queued is committed, on success and on error alike (a valid prefix is kept:
+    DESIGN principle 14)."""
+    async with open_task_group() as group:
+        ingest = Ingest(store, genesis, clock, allow_private=allow_private, group=group)
+        try:
+            yield ingest
+        finally:
+            await ingest.aclose()

@@ -15,6 +15,7 @@ import msgspec
 
 from federation.core import crypto
 from federation.errors import KeyFileError
+from federation.node.system import random_bytes
 
 PASSPHRASE_ENV = "FEDERATION_PASSPHRASE"
 MIN_PASSPHRASE_CHARS = 8
@@ -38,9 +39,10 @@ def seal_key(key: crypto.SigningKey, club: bytes, passphrase: bytes | None) -> b
     if passphrase is None:
         kf = KeyFile(1, club.hex(), "none", secret=key.secret_bytes().hex())
     else:
-        salt = crypto.random_bytes(16)
+        salt = random_bytes(16)
         derived = crypto.derive_key(passphrase, salt)
-        nonce, sealed = crypto.seal(derived, key.secret_bytes(), club)
+        nonce = random_bytes(crypto.AEAD_NONCE_BYTES)
+        sealed = crypto.seal(derived, nonce, key.secret_bytes(), club)
         kf = KeyFile(
             1,
             club.hex(),
@@ -62,7 +64,7 @@ def needs_passphrase(data: bytes, path: str) -> bool:
 def _parse(data: bytes, path: str) -> KeyFile:
     try:
         return msgspec.json.decode(data, type=KeyFile)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise KeyFileError(
             f"key file {path} is corrupt ({exc}); restore it from your backup", path=path
         ) from None

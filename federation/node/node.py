@@ -16,7 +16,6 @@ import datetime as dt
 import getpass
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from types import TracebackType
 from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.config import CONFIG_FILE, Config, parse_config, render_config
-from federation.core.events import KeyCheck, VerifiedEvent, genesis_keys, sign_event
+from federation.core.events import VerifiedEvent, sign_event
+from federation.core.keys import KeyAuthority, KeyCheck
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
 from federation.core.payloads import make_payload
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
@@ -38,15 +38,12 @@ from federation.node.keyfile import (
     seal_key,
     write_private,
 )
+from federation.node.system import Clock, random_bytes, system_clock
 from federation.store.base import LogRecord, Store
+from federation.store.meta import read_restore_guard
 from federation.store.sqlite import SqliteStore
 
-Clock = Callable[[], int]  # microseconds since the epoch
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-def system_clock() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)
@@ -143,8 +140,8 @@ async def init_node(
     if passphrase is not None and len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise UsageError(f"the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters")
     now = clock()
-    key = crypto.SigningKey.generate()
-    recovery = crypto.SigningKey.generate()
+    key = crypto.SigningKey(random_bytes(crypto.SECRET_KEY_BYTES))
+    recovery = crypto.SigningKey(random_bytes(crypto.SECRET_KEY_BYTES))
     genesis = canonical.encode_genesis(Genesis(key.public, canonical.sha256(recovery.public), now))
     club = canonical.club_id(genesis)
     text = render_config(
@@ -164,6 +161,7 @@ async def init_node(
         # The same name for every club: a scanner must not learn which club runs here.
         "federation-node",
         dt.datetime.fromtimestamp(now / 1e6, dt.UTC),
+        random_bytes(crypto.SECRET_KEY_BYTES),
     )
     write_private(paths.tls_key, tls_key)
     paths.tls_cert.write_bytes(cert)
@@ -176,11 +174,6 @@ async def init_node(
     # Written last: a directory without config.toml is an init that did not finish.
     write_private(paths.config, text.encode())
     return club
-
-
-def own_behind_key(log: bytes) -> str:
-    """Store meta key: the highest seq a peer showed for one of our own logs."""
-    return f"own_behind:{log.hex()}"
 
 
 class Node:
@@ -228,9 +221,14 @@ class Node:
         }
 
     @property
+    def keys(self) -> KeyAuthority:
+        """Who may sign for the clubs this node holds (protocol.md §2.2, `core.keys`)."""
+        return KeyAuthority(self.genesis)
+
+    @property
     def authorized(self) -> KeyCheck:
-        """protocol.md §2.2: today only a club's genesis key signs for it."""
-        return genesis_keys(self.genesis)
+        """The §2.2 predicate, for verifying what this node holds."""
+        return self.keys.may_sign
 
     @property
     def key_encrypted(self) -> bool:
@@ -245,7 +243,7 @@ class Node:
             if passphrase is None and needs_passphrase(data, str(path)):
                 passphrase = read_passphrase(self.config, self.paths)
             key = open_key(data, self.club, passphrase, str(path))
-            if key.public != self.genesis[self.club].key:
+            if not self.keys.is_signing_key(self.club, key.public):
                 raise KeyFileError(
                     f"key file {path} does not hold this club's signing key; restore the "
                     "right club.key from your backup",
@@ -293,16 +291,14 @@ class Node:
                 f"log {record.name!r} is frozen after a fork (see `federation status`); "
                 "post into another log"
             )
-        behind = await self.store.get_meta(own_behind_key(record.id))
+        guard = await read_restore_guard(self.store, record.id)
         held = record.head.seq if record.head else 0
-        seq_text, _, peer = (behind or b"0").decode(errors="replace").partition("\n")
-        seq = int(seq_text) if seq_text.isdigit() else 0
-        if seq > held:
+        if guard is not None and guard.seq > held:
             # protocol.md §3.6: a peer holds this log beyond our head, so this node was
             # restored from an old backup; writing now would fork the club's own log.
             raise UsageError(
-                f"log {record.name!r} is behind what peer {peer or '?'} holds (seq {seq}, "
-                f"here {held}): this node looks restored from an old backup; run "
+                f"log {record.name!r} is behind what peer {guard.peer or '?'} holds "
+                f"(seq {guard.seq}, here {held}): this node looks restored from an old backup; run "
                 "`federation sync` to catch up before posting (if that peer misreports, "
                 "pause it with `federation peers pause`)"
             )

@@ -1,23 +1,30 @@
 """Keeps the projections (campaigns, calendar) in step with the logs, and erases.
 
 A follower in the eventsourcing sense: it reads events past its per-log read
-positions, folds them with the pure `core.projection`, and saves the changed items
-and the new positions in one transaction. `rebuild` folds everything from nothing
-and must give identical items (tests/test_projector.py checks it).
+positions, folds them with the pure `views.projection`, and saves the changed items
+and the new positions in one transaction (`catch_up`, for writers: erase, rebuild,
+a node's run). `rebuild` folds everything from nothing and must give identical
+items (tests/node/test_projector.py checks it). Reads never write: `items` folds
+what is past the saved positions in memory, so a reader that may not write (the
+feed) sees the same caught-up view.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from federation.core.events import VerifiedEvent
-from federation.store.base import ProjectionUpdate, Store
+from federation.store.base import PAGE_EVENTS, LogStore, ProjectionUpdate, ViewStore
 from federation.views import projection
 from federation.views.projection import Item, Key
 
-PAGE_EVENTS = 5000
+
+class ViewSource(LogStore, ViewStore, Protocol):
+    """What the projector needs of a store: the logs, and the views' saved state."""
 
 
 async def _fold_log(
-    store: Store, log: bytes, after: int, items: dict[Key, Item], *, preload: bool
+    store: ViewSource, log: bytes, after: int, items: dict[Key, Item], *, preload: bool
 ) -> int:
     """Fold a log's events after seq `after` into items; returns the last seq seen."""
     last = after
@@ -33,7 +40,7 @@ async def _fold_log(
             return last
 
 
-async def _preload(store: Store, events: list[VerifiedEvent], items: dict[Key, Item]) -> None:
+async def _preload(store: ViewSource, events: list[VerifiedEvent], items: dict[Key, Item]) -> None:
     """Load the stored items these events touch, so the fold continues from them."""
     wanted: dict[str, list[str]] = {}
     for event in events:
@@ -45,8 +52,12 @@ async def _preload(store: Store, events: list[VerifiedEvent], items: dict[Key, I
             items[(name, k)] = projection.decode_item(name, data)
 
 
-async def catch_up(store: Store) -> int:
-    """Bring the projections up to every log's head; returns how many events were read."""
+async def _fold_past_positions(
+    store: ViewSource,
+) -> tuple[dict[Key, Item], dict[bytes, int], int]:
+    """The items that the events past the saved read positions change (folded on
+    from the saved items they touch), each such log's new position, and how many
+    events were read. Saves nothing."""
     positions = await store.projection_positions()
     items: dict[Key, Item] = {}
     moved: dict[bytes, int] = {}
@@ -57,13 +68,20 @@ async def catch_up(store: Store) -> int:
             continue
         moved[record.id] = await _fold_log(store, record.id, at, items, preload=True)
         read += moved[record.id] - at
+    return items, moved, read
+
+
+async def catch_up(store: ViewSource) -> int:
+    """Bring the saved projections up to every log's head; returns how many events
+    were read. For writers: a reader uses `items`, which saves nothing."""
+    items, moved, read = await _fold_past_positions(store)
     if moved:
         encoded = {key: projection.encode_item(item) for key, item in items.items()}
         await store.save_projection(ProjectionUpdate(encoded, moved))
     return read
 
 
-async def rebuild(store: Store) -> int:
+async def rebuild(store: ViewSource) -> int:
     """Recompute every projection from nothing; returns how many items it holds."""
     items: dict[Key, Item] = {}
     positions: dict[bytes, int] = {}
@@ -74,7 +92,7 @@ async def rebuild(store: Store) -> int:
     return len(items)
 
 
-async def erase(store: Store, event: VerifiedEvent) -> None:
+async def erase(store: ViewSource, event: VerifiedEvent) -> None:
     """Drop an event's payload and re-derive the projection item it had shaped."""
     await catch_up(store)
     key = projection.key_of(event)  # computed before erasing: a campaign step names its key
@@ -100,6 +118,11 @@ def _without_payload(event: VerifiedEvent, erased: bytes) -> VerifiedEvent:
     return VerifiedEvent(event.id, event.header, event.signed, None)
 
 
-async def items(store: Store, name: str) -> list[Item]:
-    await catch_up(store)
-    return [projection.decode_item(name, v) for v in (await store.projection_items(name)).values()]
+async def items(store: ViewSource, name: str) -> list[Item]:
+    """The items of view `name` (by key), caught up to every log's head in memory:
+    nothing is saved, so a reader that may not write can call it."""
+    changed, _, _ = await _fold_past_positions(store)
+    saved = await store.projection_items(name)
+    merged = {key: projection.decode_item(name, data) for key, data in saved.items()}
+    merged.update((key, item) for (view, key), item in changed.items() if view == name)
+    return [merged[key] for key in sorted(merged)]

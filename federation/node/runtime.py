@@ -14,9 +14,12 @@ import contextlib
 from federation.core import canonical
 from federation.core.canonical import Genesis
 from federation.core.crypto import SigningKey
-from federation.core.events import Head, genesis_keys
+from federation.core.events import Head
+from federation.core.keys import KeyAuthority
 from federation.core.selection import Roster, fold_roster, may_receive, roster_log_id
-from federation.node.node import Clock, Node
+from federation.node.node import Node
+from federation.node.system import Clock
+from federation.store import base as store_base
 from federation.store.base import LogRecord, PeerRecord, Store
 from federation.sync.auth import ReplayGuard
 
@@ -33,7 +36,7 @@ class Runtime:
         self.name = node.config.club.name
         self.key = key
         self.clock = clock
-        self.replay = ReplayGuard()
+        self.replay = ReplayGuard(start_us=clock())
         self.changed = asyncio.Condition()
         self.logs: dict[bytes, LogRecord] = {}
         self.peers: dict[bytes, PeerRecord] = {}
@@ -76,7 +79,9 @@ class Runtime:
                 continue
             else:
                 roster = set(self.rosters[club])  # fold on from where it was
-            while page := await self.store.events(log, folded.seq if folded else 0, 5000):
+            # Not imported by name: this module's constants are its §6.4 sync limits.
+            page_events = store_base.PAGE_EVENTS
+            while page := await self.store.events(log, folded.seq if folded else 0, page_events):
                 fold_roster(roster, page)
                 folded = Head(page[-1].header.seq, page[-1].id)
             rosters[club], heads[club] = frozenset(roster), folded
@@ -126,4 +131,5 @@ class Runtime:
         return {log: r.head for log, r in records.items() if r.head is not None}
 
     def authorized(self, club: bytes, key: bytes) -> bool:
-        return genesis_keys(self.genesis)(club, key)
+        """protocol.md §2.2, decided by `core.keys`, over the clubs this node holds."""
+        return KeyAuthority(self.genesis).may_sign(club, key)

@@ -1,5 +1,10 @@
 """The store interface: what a node keeps, behind a small async seam.
 
+Split by concern: `LogStore` (clubs, logs, events, forks), `ViewStore` (the views'
+saved rows and read positions) and `PeerStore` (peers and node metadata); `Store`
+is their union, for code that needs them all. Code that needs one concern types
+against the narrow one.
+
 Two implementations (`memory` for tests and simulations, `sqlite` for real) pass
 one contract suite (tests/store/test_contract.py). Only `VerifiedEvent`s can be
 appended, so nothing unverified is ever stored by mistake.
@@ -21,6 +26,12 @@ import msgspec
 
 from federation.core.canonical import Audience
 from federation.core.events import Head, VerifiedEvent, VerifiedRun
+
+# Events per read when a node walks a whole log (the views' fold, the audit, the
+# rosters, export): one query's fixed cost (a round trip to the store's thread,
+# ~50 us) is then negligible per event, while a page stays a few MB of typical
+# events rather than a whole log in memory.
+PAGE_EVENTS = 5000
 
 
 class RawEvent(msgspec.Struct, frozen=True, gc=False):
@@ -86,15 +97,15 @@ class ProjectionUpdate(msgspec.Struct, frozen=True):
     positions: Mapping[bytes, int]
 
 
-class Store(Protocol):
-    # clubs and logs
+class LogStore(Protocol):
+    """Events and logs: clubs, logs, appends, reads, erasure and fork proofs."""
+
     async def put_club(self, club: bytes, genesis: bytes) -> None: ...
     async def clubs(self) -> dict[bytes, bytes]: ...
     async def put_log(self, log: bytes, descriptor: bytes) -> None: ...
     async def logs(self) -> list[LogRecord]: ...
     async def log(self, log: bytes) -> LogRecord | None: ...
 
-    # events
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         """Append events in one transaction: all of them or none."""
         ...
@@ -106,9 +117,10 @@ class Store(Protocol):
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
     ) -> None:
-        """The same for runs (bulk ingest): each must follow its log's head. `clubs`
-        (id -> genesis) and `logs` (id -> descriptor) are put first, in the same
-        transaction: a peer's new log is kept with its first events or not at all."""
+        """The same for runs (bulk ingest): each must follow its log's head
+        (`core.log.rest_to_append` decides, protocol.md §3.4). `clubs` (id -> genesis)
+        and `logs` (id -> descriptor) are put first, in the same transaction: a peer's
+        new log is kept with its first events or not at all."""
         ...
 
     async def events(
@@ -125,25 +137,35 @@ class Store(Protocol):
         shaped: a crash can never leave erased text in a projection."""
         ...
 
-    # forks
     async def record_fork(self, fork: ForkRecord) -> None: ...
     async def forks(self) -> list[ForkRecord]: ...
 
-    # projections (a follower: rows and read positions commit together)
+
+class ViewStore(Protocol):
+    """The views' saved state: rows and per-log read positions, committed together
+    (a follower in the eventsourcing sense)."""
+
     async def projection_positions(self) -> dict[bytes, int]: ...
     async def projection_items(self, name: str) -> dict[str, bytes]: ...
     async def projection_get(self, name: str, keys: Sequence[str]) -> dict[str, bytes]: ...
     async def save_projection(self, update: ProjectionUpdate, *, replace: bool = False) -> None: ...
 
-    # peers
+
+class PeerStore(Protocol):
+    """Peers with their sync status, and small named values the node itself changes
+    (typed ones, such as the restore guard, are read and written by `store.meta`)."""
+
     async def put_peer(self, peer: PeerRecord) -> None: ...
     async def peers(self) -> list[PeerRecord]: ...
     async def remove_peer(self, club: bytes) -> bool: ...
     async def set_peer_status(self, club: bytes, status: PeerStatus) -> None: ...
 
-    # small named values (node settings that the node itself changes)
     async def get_meta(self, key: str) -> bytes | None: ...
     async def set_meta(self, key: str, value: bytes) -> None: ...
+
+
+class Store(LogStore, ViewStore, PeerStore, Protocol):
+    """The whole store, for code that needs every concern (the node, the runtime)."""
 
     async def data_version(self) -> int:
         """Changes whenever another connection (e.g. the CLI) committed a change."""

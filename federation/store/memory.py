@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent, VerifiedRun, rest_after, runs_of
-from federation.core.log import check_append
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
+from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
     ForkRecord,
@@ -81,56 +81,38 @@ class MemoryStore:
         for log in new_logs:
             await self.put_log(log, logs[log])
         heads: dict[bytes, Head | None] = {}
-        rests = []
-        for run in runs:
-            if run.log not in heads and run.log in self._logs:
-                heads[run.log] = self._record(run.log).head
-            rest = rest_after(run, heads[run.log]) if run.log in heads else None
-            held = self._events.get(run.log, [])
-            last = run.head
-            if (
-                rest is None
-                and last is not None
-                and 0 < last.seq <= len(held)
-                and (held[last.seq - 1].id == last.id)
-            ):
-                continue  # all of it held already (another peer's ingest was first)
-            rest = run if rest is None else rest  # append names what is wrong
-            heads[run.log] = rest.head
-            rests.append(rest)
-        try:
-            await self._append_events([event for run in rests for event in run.events()])
-        except BaseException:  # all or nothing, as in one transaction
+        rests: list[VerifiedRun] = []
+        try:  # check the whole batch first: all or nothing, as in one transaction
+            for run in (run for run in runs if run.ids):
+                if run.log not in self._logs:
+                    raise InvalidEventError("unknown log: store its descriptor first", log=run.log)
+                if run.log in self._frozen:
+                    raise InvalidEventError(
+                        "log is frozen after a fork", club=run.club, log=run.log
+                    )
+                if run.log not in heads:
+                    heads[run.log] = self._record(run.log).head
+                held = self._events[run.log]
+                seq = held_seq(run, heads[run.log])
+                held_id = None if seq is None else held[seq - 1].id
+                club = canonical.decode_log(self._logs[run.log]).club
+                rest = rest_to_append(run, heads[run.log], club, held_id)  # §3.4
+                if rest is not None:
+                    heads[run.log] = rest.head
+                    rests.append(rest)
+        except BaseException:
             for club in new_clubs:
                 del self._clubs[club]
             for log in new_logs:
                 del self._logs[log], self._events[log]
             raise
+        for rest in rests:
+            for event in rest.events():
+                self._events[rest.log].append(event)
+                self._by_id[event.id] = (rest.log, event.header.seq)
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         await self.append_runs(runs_of(events))
-
-    async def _append_events(self, events: Sequence[VerifiedEvent]) -> None:
-        self._check_open()
-        heads: dict[bytes, Head | None] = {}
-        for event in events:  # check the whole batch first: all or nothing
-            log = event.header.log
-            if log not in self._logs:
-                raise InvalidEventError("unknown log: store its descriptor first", log=log)
-            if log in self._frozen:
-                raise InvalidEventError(
-                    "log is frozen after a fork", club=event.header.club, log=log
-                )
-            if log not in heads:
-                held = self._events[log]
-                heads[log] = Head(held[-1].header.seq, held[-1].id) if held else None
-            if canonical.decode_log(self._logs[log]).club != event.header.club:
-                raise InvalidEventError("event is signed for another club than its log's", log=log)
-            check_append(heads[log], event)
-            heads[log] = Head(event.header.seq, event.id)
-        for event in events:
-            self._events[event.header.log].append(event)
-            self._by_id[event.id] = (event.header.log, event.header.seq)
 
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000

@@ -17,8 +17,8 @@ import aiosqlite
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent, VerifiedRun, rest_after, runs_of
-from federation.core.log import check_append
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
+from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
     ForkRecord,
@@ -260,18 +260,11 @@ class SqliteStore:
             statements = []  # long runs, one INSERT_RUN each
             for run in runs:
                 at = state[run.log]
-                if run.club != at[1]:
-                    raise InvalidEventError(
-                        "event is signed for another club than its log's", log=run.log
-                    )
-                rest = rest_after(run, at[2])
-                if rest is None and await self._holds(db, at[0], run.head):
-                    continue  # all of it held already (another peer's ingest was first)
+                seq = held_seq(run, at[2])  # None on the hot path: no lookup
+                held = None if seq is None else await self._held_id(db, at[0], seq)
+                rest = rest_to_append(run, at[2], at[1], held)  # the chain rule (§3.4)
                 if rest is None:
-                    check_append(at[2], run.events()[0])  # raises, naming what is wrong
-                    raise InvalidEventError("run does not extend the log", log=run.log)
-                if not rest.ids:
-                    continue  # held already
+                    continue  # held already (another peer's ingest was first)
                 run = rest
                 head = run.head
                 assert head is not None  # runs hold at least one event
@@ -298,16 +291,14 @@ class SqliteStore:
             )
 
     @staticmethod
-    async def _holds(db: aiosqlite.Connection, n: int, head: Head | None) -> bool:
-        """Whether log number `n` holds the event `head` names."""
-        if head is None:
-            return False
+    async def _held_id(db: aiosqlite.Connection, n: int, seq: int) -> bytes | None:
+        """The id of the event log number `n` holds at `seq`, if any."""
         rows = list(
             await db.execute_fetchall(
-                "SELECT signed FROM event WHERE k = ?", ((n << SEQ_BITS) | head.seq,)
+                "SELECT signed FROM event WHERE k = ?", ((n << SEQ_BITS) | seq,)
             )
         )
-        return bool(rows) and canonical.event_id(rows[0][0]) == head.id
+        return canonical.event_id(rows[0][0]) if rows else None
 
     async def _append_state(
         self, db: aiosqlite.Connection, runs: Sequence[VerifiedRun]

@@ -32,6 +32,13 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_EVENTS_PER_RESPONSE = 250_000
 FRAME_HEADER = struct.Struct(">I")
 
+# --- routes (protocol.md §6.1): shared by the client and the server ----------------------
+
+INFO_PATH = "/fed/v1/info"
+FRONTIER_PATH = "/fed/v1/frontier"
+EVENTS_PATH = "/fed/v1/events"
+CONTENT_TYPE = "application/vnd.federation+msgpack"
+
 
 # A seq on the wire: the store holds 2^40 events a log; anything beyond is refused at
 # decoding, so no peer-chosen number can overflow a sum or an encoder downstream.
@@ -117,6 +124,10 @@ def decode(data: bytes | memoryview, *, limit: int = MAX_MESSAGE_BYTES) -> Messa
         raise RemoteProtocolError(f"malformed message: {exc}", code="malformed") from None
     except msgspec.DecodeError as exc:
         raise RemoteProtocolError(f"undecodable message: {exc}", code="malformed") from None
+    except RecursionError:  # msgspec: arrays or maps nested deeper than the stack
+        raise RemoteProtocolError(
+            "undecodable message: nested too deeply", code="malformed"
+        ) from None
 
 
 def frame(message: Message) -> bytes:

@@ -1,18 +1,48 @@
-"""The serving side of sync, pure: which frontier to show a requester, and what of a
-request to serve (protocol.md §6.1). The peer API calls these for every request, so
-selection happens at the network boundary and nowhere else.
+"""The serving side of sync, pure: which frontier to show a requester, what of a
+want to serve, and the events answer's plan (protocol.md §6.1). The node's serving
+functions call these for every request, so selection happens at the network boundary
+and nowhere else.
+
+The events answer is a generator over pages (sans-IO): it yields the messages to
+send, and a PageRequest where it needs a page of stored events, which the caller
+reads and sends back in:
+
+    answer = stream(plan, logs, genesis)
+    reply = None
+    while True:
+        item = answer.send(reply)          # StopIteration: the answer is complete
+        if isinstance(item, PageRequest):
+            reply = read(item.log, item.after, item.limit)
+        else:
+            reply = None
+            send(item)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from federation.core.canonical import sha256
 from federation.core.events import Head
-from federation.errors import RemoteProtocolError
-from federation.sync.messages import MAX_FRONTIER_LOGS, LogHead, Want, WantLog
+from federation.errors import LocalProtocolError, RemoteProtocolError
+from federation.sync.messages import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_EVENTS,
+    MAX_EVENTS_PER_RESPONSE,
+    MAX_FRONTIER_LOGS,
+    Batch,
+    ClubInfo,
+    Done,
+    Frontier,
+    LogHead,
+    LogInfo,
+    Message,
+    Want,
+    WantLog,
+)
 
 _digest_encoder = msgspec.msgpack.Encoder()
 
@@ -21,6 +51,12 @@ def frontier(visible: Iterable[tuple[bytes, Head]]) -> tuple[bytes, list[LogHead
     """The requester's view, sorted by log id, and its digest (what `known` compares)."""
     heads = [LogHead(log, head.seq, head.id) for log, head in sorted(visible)]
     return sha256(_digest_encoder.encode(heads)), heads
+
+
+def answer(digest: bytes, heads: list[LogHead], known: bytes) -> Frontier:
+    """The frontier message: `logs` nil when the digest is the one the requester
+    sent as `known`, nothing changed (protocol.md §6.6)."""
+    return Frontier(digest, None if digest == known else heads)
 
 
 def plan(want: Want, visible: Mapping[bytes, Head]) -> list[WantLog]:
@@ -40,3 +76,90 @@ def plan(want: Want, visible: Mapping[bytes, Head]) -> list[WantLog]:
         if entry.after < 0 or entry.limit < 0:
             raise RemoteProtocolError("want has a negative seq or limit", code="malformed")
     return list(want.logs)
+
+
+class StoredEvent(Protocol):
+    """A stored event as bytes (the store's RawEvent is one)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def signed(self) -> bytes: ...
+    @property
+    def payload(self) -> bytes | None: ...
+
+
+class ServedLog(Protocol):
+    """What the answer needs of a log (the store's LogRecord is one)."""
+
+    @property
+    def id(self) -> bytes: ...
+    @property
+    def club(self) -> bytes: ...
+    @property
+    def descriptor(self) -> bytes: ...
+
+
+class PageRequest(NamedTuple):
+    """Send back up to `limit` stored events of `log` after seq `after`, in seq order."""
+
+    log: bytes
+    after: int
+    limit: int
+
+
+Page = Sequence[StoredEvent]
+Answer = Generator[Message | PageRequest, Page | None, None]
+
+_NO_LIMIT = 1 << 62  # a want's limit 0: all of the log
+
+
+def stream(
+    plan: Iterable[WantLog], logs: Mapping[bytes, ServedLog], genesis: Mapping[bytes, bytes]
+) -> Answer:
+    """The events answer for a planned want (protocol.md §6.1): for each entry in the
+    want's order, its club's genesis (once an answer) and descriptor where asked for,
+    then its events after `after`, at most `limit`, in batches of BATCH_MAX_EVENTS
+    that close once they reach BATCH_MAX_BYTES; then Done, with `more` once the answer
+    reached MAX_EVENTS_PER_RESPONSE. `logs`: the planned logs; `genesis`: by club."""
+    sent_clubs: set[bytes] = set()
+    total = 0
+    for entry in plan:
+        record = logs[entry.log]
+        if entry.descriptor:
+            if record.club not in sent_clubs:
+                sent_clubs.add(record.club)
+                yield ClubInfo(record.club, genesis[record.club])
+            yield LogInfo(record.id, record.descriptor)
+        after = entry.after
+        left = entry.limit or _NO_LIMIT
+        while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
+            page = yield PageRequest(entry.log, after, min(BATCH_MAX_EVENTS, left))
+            if page is None:
+                raise LocalProtocolError("a PageRequest is answered with a page")
+            if not page:
+                break
+            batch = _batch(page)
+            yield Batch(entry.log, batch)
+            after = page[len(batch) - 1].seq
+            left -= len(batch)
+            total += len(batch)
+        if total >= MAX_EVENTS_PER_RESPONSE:
+            # The client commits and asks again (§6.2 step 4): no answer holds a stream
+            # for long.
+            yield Done(more=True)
+            return
+    yield Done()
+
+
+def _batch(page: Page) -> list[tuple[bytes, bytes | None]]:
+    """The page's first events, up to and including the one that reaches
+    BATCH_MAX_BYTES (so a batch may pass it by one event, §6.1)."""
+    batch: list[tuple[bytes, bytes | None]] = []
+    size = 0
+    for raw in page:
+        batch.append((raw.signed, raw.payload))
+        size += len(raw.signed) + len(raw.payload or b"")
+        if size >= BATCH_MAX_BYTES:
+            break
+    return batch

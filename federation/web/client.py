@@ -1,4 +1,5 @@
 """The client side of the peer API: one peer, authenticated requests, pinned TLS.
+`PeerClient` is the node's PeerTransport (federation/node/transport.py) over HTTP.
 
 Every request is signed for the peer (federation.sync.auth); https connections are
 accepted only if the peer's certificate has the fingerprint from its invite, so
@@ -8,19 +9,26 @@ a peer that answers wrongly raises RemoteProtocolError.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from urllib.parse import urlencode
 
 import aiohttp
 
 from federation.core.canonical import REQUEST_NONCE_BYTES
-from federation.core.crypto import SigningKey, random_bytes
+from federation.core.crypto import SigningKey
 from federation.errors import PeerUnavailableError, RemoteProtocolError
-from federation.node.node import Clock
+from federation.node.system import Clock, random_bytes
 from federation.store.base import PeerRecord
 from federation.sync import auth, messages
-from federation.sync.messages import MAX_MESSAGE_BYTES, FrameReader, Message, Want
-from federation.web.peer_api import CONTENT_TYPE, EVENTS_PATH, FRONTIER_PATH
+from federation.sync.messages import (
+    CONTENT_TYPE,
+    EVENTS_PATH,
+    FRONTIER_PATH,
+    MAX_MESSAGE_BYTES,
+    FrameReader,
+    Message,
+    Want,
+)
 
 # Connecting and each read wait at most this long: a peer that stalls longer is
 # treated as unreachable and retried with backoff.
@@ -101,7 +109,7 @@ class PeerClient:
             self.tap(self.base + target, body)
         return _answer(response.status, body)
 
-    async def events(self, want: Want) -> AsyncIterator[Message]:
+    async def events(self, want: Want) -> AsyncGenerator[Message, None]:
         body = messages.encode(want)
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S

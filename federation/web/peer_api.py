@@ -1,5 +1,6 @@
 """The HTTP API between nodes (protocol.md §6.1). Thin handlers: each bounds and parses
-its input, authenticates, asks `sync.serve` what to do, and encodes the answer.
+its input, authenticates, calls one function of `node.serving` (where `sync.serve`'s
+rules are applied), and encodes the answer. Capacity limits are kept here.
 
     GET  /fed/v1/info                       the club's id, name and genesis (public)
     GET  /fed/v1/frontier?known=HEX&wait=S  the requester's frontier (long-poll)
@@ -9,35 +10,27 @@ its input, authenticates, asks `sync.serve` what to do, and encodes the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from federation.errors import RemoteProtocolError
+from federation.node import serving
 from federation.node.runtime import Runtime
-from federation.store.base import LogRecord
-from federation.sync import auth, messages, serve
+from federation.sync import auth, messages
 from federation.sync.messages import (
-    BATCH_MAX_BYTES,
-    BATCH_MAX_EVENTS,
-    MAX_EVENTS_PER_RESPONSE,
+    CONTENT_TYPE,
+    EVENTS_PATH,
+    FRONTIER_PATH,
+    INFO_PATH,
     MAX_MESSAGE_BYTES,
-    Batch,
-    ClubInfo,
-    Done,
-    Frontier,
-    LogHead,
-    LogInfo,
     Want,
-    WantLog,
 )
 
-INFO_PATH = "/fed/v1/info"
-FRONTIER_PATH = "/fed/v1/frontier"
-EVENTS_PATH = "/fed/v1/events"
-CONTENT_TYPE = "application/vnd.federation+msgpack"
+__all__ = ["CONTENT_TYPE", "EVENTS_PATH", "FRONTIER_PATH", "INFO_PATH", "make_app"]
+
 # A long-poll is held at most this long: under common proxy and NAT idle timeouts.
 MAX_WAIT_S = 30.0
 # Event streams served at once; more are told to come back (busy) rather than queue.
@@ -107,29 +100,11 @@ async def frontier(request: web.Request) -> web.Response:
     polls = request.app[POLLS]
     if polls.locked() or wait_s == 0:
         # No wait asked, or too many held already: answer at once, holding no slot.
-        return _frontier_answer(await _poll(rt, requester, known, time.monotonic()))
-    async with polls:
-        return _frontier_answer(await _poll(rt, requester, known, time.monotonic() + wait_s))
-
-
-async def _poll(
-    rt: Runtime, requester: bytes | None, known: bytes, deadline: float
-) -> tuple[bytes, list[LogHead], bytes]:
-    """The requester's frontier once it differs from `known`, or at the deadline."""
-    while True:
-        version = rt.version
-        digest, heads = serve.frontier(rt.heads(rt.visible(requester)).items())
-        remaining = deadline - time.monotonic()
-        if digest != known or remaining <= 0 or rt.closing:
-            break
-        await rt.wait_changed(version, remaining)
-    return digest, heads, known
-
-
-def _frontier_answer(polled: tuple[bytes, list[LogHead], bytes]) -> web.Response:
-    digest, heads, known = polled
-    body = messages.encode(Frontier(digest, None if digest == known else heads))
-    return web.Response(body=body, content_type=CONTENT_TYPE)
+        answer = await serving.frontier(rt, requester, known, 0.0)
+    else:
+        async with polls:
+            answer = await serving.frontier(rt, requester, known, wait_s)
+    return web.Response(body=messages.encode(answer), content_type=CONTENT_TYPE)
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -145,64 +120,22 @@ async def events(request: web.Request) -> web.StreamResponse:
     want = messages.decode(body)
     if not isinstance(want, Want):
         raise RemoteProtocolError("expected a want", code="unexpected")
-    visible = rt.visible(requester)
-    plan = serve.plan(want, rt.heads(visible))
+    answer = serving.events(rt, requester, want)  # refuses a bad want before busy (§6.1)
     streams = request.app[STREAMS]
     if streams.locked():
         raise RemoteProtocolError(
             "too many syncs at once; retry soon", code="busy", http_status=503
         )
-    async with streams:
+    async with streams, contextlib.aclosing(answer):
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
         await response.prepare(request)
         try:
-            await _stream(rt, response, plan, visible)
+            async for message in answer:
+                await response.write(messages.frame(message))
             await response.write_eof()
         except ConnectionResetError:
             pass  # the peer went away mid-stream; it resumes from its heads next round
         return response
-
-
-async def _stream(
-    rt: Runtime,
-    response: web.StreamResponse,
-    plan: list[WantLog],
-    visible: dict[bytes, LogRecord],
-) -> None:
-    """Write the planned logs as frames: club and log records first where asked for,
-    batches of events, then Done (more=True once the response limit is reached)."""
-    sent_clubs: set[bytes] = set()
-    total = 0
-    for entry in plan:
-        record = visible[entry.log]
-        if entry.descriptor:
-            if record.club not in sent_clubs:
-                sent_clubs.add(record.club)
-                genesis = rt.genesis_raw[record.club]
-                await response.write(messages.frame(ClubInfo(record.club, genesis)))
-            await response.write(messages.frame(LogInfo(record.id, record.descriptor)))
-        after = entry.after
-        left = entry.limit or (1 << 62)
-        while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
-            page = await rt.store.raw_events(entry.log, after, min(BATCH_MAX_EVENTS, left))
-            if not page:
-                break
-            batch: list[tuple[bytes, bytes | None]] = []
-            size = 0
-            for raw in page:
-                batch.append((raw.signed, raw.payload))
-                size += len(raw.signed) + len(raw.payload or b"")
-                if size >= BATCH_MAX_BYTES:
-                    break
-            await response.write(messages.frame(Batch(entry.log, batch)))
-            after = page[len(batch) - 1].seq
-            left -= len(batch)
-            total += len(batch)
-        if total >= MAX_EVENTS_PER_RESPONSE:
-            await response.write(messages.frame(Done(more=True)))
-            break
-    else:
-        await response.write(messages.frame(Done()))
 
 
 def make_app(rt: Runtime) -> web.Application:

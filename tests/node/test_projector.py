@@ -91,6 +91,35 @@ async def test_erasing_at_any_time_equals_a_rebuild(
             assert await rebuilt(store) == after_erase
 
 
+@settings(max_examples=10, deadline=None)
+@given(steps=step_lists, data=st.data())
+async def test_reading_never_writes_and_sees_what_catching_up_saves(
+    tmp_path: Path, steps: list[Step], data: st.DataObject
+) -> None:
+    """`items` folds what is past the saved positions in memory: another connection
+    sees no commit (data_version), the saved rows stay as they were, and the items
+    are those a writer's catch_up then saves."""
+    events = with_payloads(steps)
+    cut = data.draw(st.integers(0, len(events)), label="caught up to")
+    with tempfile.TemporaryDirectory(dir=tmp_path) as d:
+        path = Path(d) / "store.sqlite"
+        async with await open_store(path) as store, await SqliteStore.open(path) as watcher:
+            await store.append(events[:cut])
+            await projector.catch_up(store)
+            await store.append(events[cut:])
+            saved, positions = await items_of(store), await store.projection_positions()
+            version = await watcher.data_version()
+            read = {name: await projector.items(store, name) for name in (CALENDAR, CAMPAIGNS)}
+            assert await watcher.data_version() == version
+            assert await items_of(store) == saved
+            assert await store.projection_positions() == positions
+            await projector.catch_up(store)
+            assert {
+                name: [decode_item(name, v) for v in rows.values()]
+                for name, rows in (await items_of(store)).items()
+            } == read
+
+
 # --- erasing one event, by example ------------------------------------------------------
 
 SCENARIO = [

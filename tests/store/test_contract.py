@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 
 from federation.core import canonical
-from federation.core.events import Head, VerifiedEvent, verify_run
+from federation.core.canonical import Kind
+from federation.core.events import Head, VerifiedEvent, sign_event, verify_run
 from federation.errors import InvalidEventError, StoreError
-from federation.store.base import ForkRecord, ProjectionUpdate, Store
+from federation.store.base import (
+    ForkRecord,
+    LogStore,
+    PeerStore,
+    ProjectionUpdate,
+    Store,
+    ViewStore,
+)
 from federation.store.memory import MemoryStore
+from federation.store.meta import RestoreGuard, read_restore_guard, write_restore_guard
 from federation.store.sqlite import RUN_STATEMENT_EVENTS, SqliteStore
-from tests.conftest import Club, run_of
+from tests.conftest import BASE_TIME_US, Club, run_of
 
 Opener = Callable[[], Awaitable[Store]]
 
@@ -246,6 +255,38 @@ async def test_events_held_already_are_a_no_op(store: Store, club: Club) -> None
     assert record.head == Head(5, events[-1].id)
 
 
+async def test_a_branch_below_the_head_is_refused(store: Store, club: Club) -> None:
+    """A run that ends before the head is held already only if the store holds its
+    last event (core.log.rest_to_append with the id the store looks up)."""
+    await add_club(store, club)
+    events = club.chain(4)
+    await store.append(events)
+    branch = club.chain(2, after=Head(1, events[0].id), payloads=[b"x", b"y"])
+    with pytest.raises(InvalidEventError, match="head is seq 4"):
+        await store.append(branch)
+    await store.append(events[1:3])  # the same seqs, held: a no-op
+    assert await all_events(store, club.log()) == events
+
+
+async def test_events_of_another_club_are_refused(
+    store: Store, club: Club, other_club: Club
+) -> None:
+    """protocol.md §3.4: every event names its log's owning club."""
+    await add_club(store, club)
+    stranger = sign_event(
+        other_club.key,
+        club=other_club.id,
+        log=club.log("public"),
+        head=None,
+        time_us=BASE_TIME_US,
+        kind=Kind.NOTE,
+        payload=b"{}",
+    )
+    with pytest.raises(InvalidEventError, match="another club than its log's"):
+        await store.append([stranger])
+    assert await all_events(store, club.log("public")) == []
+
+
 async def test_frozen_log_refuses_appends(store: Store, club: Club) -> None:
     await add_club(store, club)
     events = club.chain(3)
@@ -400,6 +441,54 @@ async def test_meta(store: Store) -> None:
     await store.set_meta("restored", b"0")
     assert await store.get_meta("restored") == b"0"
     assert await store.get_meta("other") == b""
+
+
+async def test_restore_guard(open_store: Opener, club: Club) -> None:
+    """A typed record (protocol.md §3.6), per log, kept across reopening."""
+    store = await open_store()
+    log, other = club.log(), club.log("public")
+    assert await read_restore_guard(store, log) is None
+    await write_restore_guard(store, RestoreGuard(log, 7, "Club B"))
+    await write_restore_guard(store, RestoreGuard(other, 2, ""))
+    await write_restore_guard(store, RestoreGuard(log, 9, "Club C\nwith a newline"))
+    await store.aclose()
+    store = await open_store()
+    assert await read_restore_guard(store, log) == RestoreGuard(log, 9, "Club C\nwith a newline")
+    assert await read_restore_guard(store, other) == RestoreGuard(other, 2, "")
+    await store.aclose()
+
+
+async def test_restore_guards_written_before_the_typed_record_still_hold(store: Store) -> None:
+    """Stores in use hold guards written as "seq\npeer" text: they read the same."""
+    log = bytes(range(32))
+    await store.set_meta(f"own_behind:{log.hex()}", b"12\nClub B")
+    assert await read_restore_guard(store, log) == RestoreGuard(log, 12, "Club B")
+    await store.set_meta(f"own_behind:{log.hex()}", b"garbage")
+    assert await read_restore_guard(store, log) == RestoreGuard(log, 0, "")
+
+
+def test_each_store_offers_every_concern() -> None:
+    """`Store` is the union of the narrow seams; both implementations satisfy each."""
+    for implementation in (MemoryStore, SqliteStore):
+        for seam in (LogStore, ViewStore, PeerStore, Store):
+            members = {
+                name
+                for name, value in vars(seam).items()
+                if callable(value) and not name.startswith("_")
+            }
+            assert members, seam
+            assert members <= set(dir(implementation)), (implementation, seam)
+    assert {name for name in vars(Store) if not name.startswith("_")} == {"data_version", "aclose"}
+    assert {LogStore, ViewStore, PeerStore} <= set(Store.__mro__)
+
+
+def _seams(memory: MemoryStore, sqlite: SqliteStore) -> None:
+    """Checked by mypy, never run: each store is each seam."""
+    seams: list[LogStore | ViewStore | PeerStore | Store] = [memory, sqlite]
+    logs: list[LogStore] = [memory, sqlite]
+    views: list[ViewStore] = [memory, sqlite]
+    peers: list[PeerStore] = [memory, sqlite]
+    assert seams + logs + views + peers
 
 
 # --- persistence --------------------------------------------------------------------

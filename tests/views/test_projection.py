@@ -2,7 +2,8 @@
 
 Events are really signed (a fixed key from tests.conftest), across two logs of one
 club, with random payloads: actions, campaign steps, notes, payloads that do not
-decode, and erased payloads. Pure: no store, no event loop.
+decode, payloads of a newer club (a field this version does not know), and erased
+payloads. Pure: no store, no event loop.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from itertools import pairwise
 from typing import NamedTuple
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.payloads import make_payload
+from federation.errors import UsageError
 from federation.views import projection
 from federation.views.projection import CALENDAR, CAMPAIGNS, CalendarItem, CampaignItem, Item, Key
 from tests.conftest import BASE_TIME_US, Club
@@ -71,10 +74,18 @@ campaign_steps = st.builds(
     st.none() | st.sampled_from(["Rent strike", "Keep the library"]),
     st.none() | st.sampled_from(["", "week 2", "we won"]),
 )
+
+
+def newer(payload: bytes) -> bytes:
+    """The payload as a newer club might write it: one field this version does not know."""
+    return payload[:-1] + b',"since_v2":{"x":[1]}}'
+
+
 kinds_and_payloads = st.one_of(
     st.tuples(st.just(Kind.CAMPAIGN), campaign_steps),
-    st.tuples(st.just(Kind.CAMPAIGN), campaign_steps),
+    st.tuples(st.just(Kind.CAMPAIGN), campaign_steps.map(newer)),
     st.tuples(st.just(Kind.ACTION), actions),
+    st.tuples(st.just(Kind.ACTION), actions.map(newer)),
     st.tuples(st.just(Kind.NOTE), st.just(make_payload(Kind.NOTE, {"text": "minutes"}))),
     # Validly signed events whose payload is not what the kind expects change nothing.
     st.tuples(st.sampled_from([Kind.ACTION, Kind.CAMPAIGN]), st.just(b'{"campaign": 5}')),
@@ -233,3 +244,34 @@ def test_a_campaign_lives_in_one_log() -> None:
 def test_erasing_the_created_step_leaves_updates_with_nothing_to_apply_to() -> None:
     created = c("rent", "created", "Rent strike")
     assert fold_steps(created._replace(erased=True), c("rent", "updated", text="x")) == {}
+
+
+# --- payloads from a newer club (protocol.md §3.2: readers are lenient) ----------------
+
+
+def test_a_campaign_created_by_a_newer_club_appears() -> None:
+    """A field we do not know must not make a campaign vanish (it once did: the views
+    decoded with the strict types that only making may use)."""
+    created = c("rent", "created", "Rent strike", "no rises")
+    updated = c("rent", "updated", text="week 2")
+    items = fold_steps(
+        created._replace(payload=newer(created.payload)),
+        updated._replace(payload=newer(updated.payload)),
+    )
+    assert items == fold_steps(created, updated)
+    assert items["rent"].title == "Rent strike"
+    assert items["rent"].updates == 1
+
+
+def test_an_action_of_a_newer_club_shows_in_full() -> None:
+    payload = _action("Picket", 0, 0, "the depot", 12)
+    events = sign_steps([Step(0, Kind.ACTION, newer(payload), erased=False)])
+    [item] = projection.fold({}, events).values()
+    assert isinstance(item, CalendarItem)
+    assert (item.what, item.where, item.participants) == ("Picket", "the depot", 12)
+    assert item.starts == START
+
+
+def test_making_a_payload_still_refuses_unknown_fields() -> None:
+    with pytest.raises(UsageError, match="unknown field `colour`"):
+        make_payload(Kind.CAMPAIGN, {"campaign": "rent", "op": "created", "colour": "red"})
