@@ -2,8 +2,10 @@
 
 A request carries `Authorization: Federation <token>`: the canonical request bytes
 and an ed25519 signature by the sender club's key. The recipient checks, in order:
-form, that it is the recipient, the clock window, the sender's key, the body's
-digest, the signature, and that the nonce is new. Each failure has its own code.
+the form, then the signature, the sender's key, the recipient, the request and the
+body's digest all together: a token failing any of them makes an anonymous reader,
+as no token does (no oracle for strangers); then the clock window and that the
+nonce is new, refused with their own codes.
 """
 
 from __future__ import annotations
@@ -58,10 +60,13 @@ def make(
 class ReplayGuard:
     """Remembers recent nonces, bounded in count, with time passed in by the caller."""
 
-    def __init__(self, capacity: int = MAX_REMEMBERED_NONCES) -> None:
+    def __init__(self, capacity: int = MAX_REMEMBERED_NONCES, *, start_us: int = -(2**63)) -> None:
+        """`start_us`: when this memory began (the node's start). A token made before
+        it may have been seen by the node's previous run, whose memory is gone: it is
+        refused as possibly replayed, so a restart opens no replay window (§5.2)."""
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self._capacity = capacity
-        self._floor_us = -(2**63)  # requests at or before this time may have been forgotten
+        self._floor_us = start_us  # requests at or before this time may have been forgotten
 
     def check_and_remember(self, nonce: bytes, time_us: int, now_us: int) -> None:
         while self._seen:
@@ -86,32 +91,40 @@ def check(
     authorized: KeyCheck,
     replay: ReplayGuard,
 ) -> bytes | None:
-    """The authenticated sender club, or None for a request with no Authorization."""
+    """The authenticated sender club, or None: an anonymous reader (protocol.md §5.2).
+
+    A token that does not prove a known club's request is answered exactly as no
+    token is: the requester is an anonymous reader of public logs. There is no
+    refusal to tell apart, and the same work is done for every token that parses
+    (the signature is checked whether or not the sender is known), so neither the
+    answer nor its timing says which club runs here or which clubs we know; and a
+    club that added us, whom we have not added, receives our public logs. Only a
+    sender that proved who it is may be refused (`expired`, `replayed`): it learns
+    nothing it did not know."""
     if header is None:
         return None
-
-    def refuse(why: str, code: str) -> RemoteProtocolError:
-        return RemoteProtocolError(why, code=code, http_status=401)
-
     scheme, _, value = header.partition(" ")
-    if scheme != SCHEME:
-        raise refuse(f"unknown authorization scheme {scheme[:20]!r}", "unauthenticated")
     try:
+        if scheme != SCHEME:
+            raise ValueError(scheme)
         raw = base64.urlsafe_b64decode(value.encode())
         token, signed, signature = canonical.decode_request(raw)
-    except (binascii.Error, ValueError, InvalidEventError) as exc:
-        raise refuse(f"malformed request token: {exc}", "unauthenticated") from None
-    if token.recipient != recipient:
-        raise refuse("request token is for another club", "wrong_recipient")
-    if token.method != method or token.target != target:
-        raise refuse("request token is for another method or path", "bad_request_token")
+    except (binascii.Error, ValueError, InvalidEventError):
+        return None
+    # Every check below runs in full whatever the others found (no early return):
+    # the signature check, the one that costs, is made for known and unknown alike.
+    genuine = verify_signature(token.key, signature, signed)
+    known = authorized(token.sender, token.key)
+    for_us = token.recipient == recipient
+    same_request = token.method == method and token.target == target
+    same_body = canonical.sha256(body) == token.body_hash
+    if not (genuine and known and for_us and same_request and same_body):
+        return None
     if abs(token.time_us - now_us) > MAX_CLOCK_SKEW_US:
-        raise refuse("request token expired or from the future (check clocks)", "expired")
-    if not authorized(token.sender, token.key):
-        raise refuse("request signed by a club or key this node does not know", "unknown_club")
-    if canonical.sha256(body) != token.body_hash:
-        raise refuse("request body does not match its token", "bad_request_token")
-    if not verify_signature(token.key, signature, signed):
-        raise refuse("bad request signature", "bad_request_token")
+        raise RemoteProtocolError(
+            "request token expired or from the future (check clocks)",
+            code="expired",
+            http_status=401,
+        )
     replay.check_and_remember(token.nonce, token.time_us, now_us)
     return token.sender
