@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import local, sync
+from bench import feed, local, sync
 from bench.common import (
     DEFAULT_EVENTS,
     DEFAULT_RUNS,
@@ -24,7 +24,7 @@ from bench.common import (
     environment,
 )
 
-NAMES = [*local.BENCHMARKS, *sync.BENCHMARKS]
+NAMES = [*local.BENCHMARKS, *sync.BENCHMARKS, *feed.BENCHMARKS]
 
 
 def _positive(text: str) -> int:
@@ -91,6 +91,9 @@ async def _run(names: Sequence[str], events: int | None, runs: int, profile: Pat
             if name in names and sync_benchmark not in sync_done:
                 sync_done.add(sync_benchmark)
                 _print(await sync_benchmark(peers, names), context)
+        if set(names) & set(feed.BENCHMARKS):
+            feed_events = events or feed.DEFAULT_FEED_EVENTS
+            _print(await feed.feed(where, feed_events, runs, names), context)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,9 @@ from federation.node.node import Node
 from federation.node.runtime import Runtime
 from federation.node.tasks import open_task_group
 from federation.web.client import PeerClient, Tap
-from federation.web.peer_api import make_app
+from federation.web.feed import FeedServer, open_feed
+from federation.web.limits import IDLE_CONNECTION_S, GatedSite
+from federation.web.peer_api import GATE, make_app
 
 # Keep-alive connections to peers: one long-poll and one stream each, at most.
 MAX_CONNECTIONS_PER_PEER = 4
@@ -50,11 +52,15 @@ def server_ssl(node: Node) -> ssl.SSLContext | None:
 
 
 class Service:
-    def __init__(self, rt: Runtime, port: int, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, rt: Runtime, port: int, http: aiohttp.ClientSession, app: web.Application
+    ) -> None:
         self.rt = rt
         self.port = port
         self.http = http
+        self.app = app  # the peer API: its gate and slots say what clients hold (tests)
         self.tap: Tap | None = None  # see PeerClient
+        self.feed: FeedServer | None = None  # the public feed, if [feed] listen is set
 
     def client(self, club: bytes) -> PeerClient:
         return PeerClient(
@@ -88,23 +94,38 @@ class Service:
                 task.cancel()
 
 
+def _open_feed(
+    rt: Runtime, listen: str, port: int | None
+) -> contextlib.AbstractAsyncContextManager[FeedServer]:
+    host, configured = parse_listen(listen, "feed.listen")
+    return open_feed(rt, host, configured if port is None else port)
+
+
 @contextlib.asynccontextmanager
 async def open_service(
-    node: Node, *, host: str | None = None, port: int | None = None
+    node: Node, *, host: str | None = None, port: int | None = None, feed_port: int | None = None
 ) -> AsyncIterator[Service]:
-    """Start serving (host/port override the config: tests bind port 0)."""
+    """Start serving (host/port override the config: tests bind port 0; so does
+    feed_port, for the feed, which is served only when the config has [feed])."""
     key = node.unlock()
     rt = Runtime(node, key, node.clock)
     await rt.refresh()
     listen_host, listen_port = parse_listen(node.config.node.listen)
-    runner = web.AppRunner(make_app(rt), access_log=None)
+    app = make_app(rt)
+    # A handler whose client went away is cancelled (a dropped long-poll frees its
+    # slot at once); an idle kept-alive connection closes as the gate would close it.
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, keepalive_timeout=IDLE_CONNECTION_S
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(
+        # Every connection is counted and timed from accept (web.limits, §6.4).
+        site = GatedSite(
             runner,
             host or listen_host,
             listen_port if port is None else port,
             ssl_context=server_ssl(node),
+            gate=app[GATE],
         )
         try:
             await site.start()
@@ -121,7 +142,13 @@ async def open_service(
         async with aiohttp.ClientSession(connector=connector) as http, open_task_group() as group:
             watcher = group.create_task(rt.watch_store())
             try:
-                yield Service(rt, int(bound), http)
+                service = Service(rt, int(bound), http, app)
+                async with contextlib.AsyncExitStack() as feed:
+                    if node.config.feed is not None:
+                        service.feed = await feed.enter_async_context(
+                            _open_feed(rt, node.config.feed.listen, feed_port)
+                        )
+                    yield service
             finally:
                 watcher.cancel()
     finally:

@@ -1,8 +1,10 @@
 """The demo: every spec in nodes/ decodes strictly, and `make demo` runs start to end.
 
-The run is real: three `federation run` processes on free ports, peered as nodes/
+The run is real: four `federation run` processes on free ports, peered as nodes/
 says. What it shows is checked again here from the nodes' stores, independently of
-its output: what was relayed, what was not, and that nothing private left a node.
+its output: what was relayed, what was not, that nothing private left a node, and
+that the joint campaign proposal is agreed on its three clubs and absent from the
+fourth.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from federation import demo
 from federation.errors import ConfigError, UsageError
 from federation.node.keyfile import PASSPHRASE_ENV
+from federation.views.agreement import check_record
 
 SPECS = sorted(demo.NODES_DIR.glob("*.toml"))
 
@@ -38,18 +41,21 @@ text = "hello"
 
 
 def test_there_are_example_clubs() -> None:
-    assert len(SPECS) >= 3
+    assert len(SPECS) >= 4
     specs = demo.load_specs()
     assert any(post.erase for spec in specs.values() for post in spec.posts)
     audiences = {post.audience for spec in specs.values() for post in spec.posts}
     assert audiences == {"private", "federation", "public"}
     # The sync scenes: Riverside relays between Northside and Harbour, which do not
-    # federate with each other; Northside posts while the nodes run.
+    # federate with each other; Northside posts while the nodes run. The proposal
+    # scene: Riverside proposes to Northside and Harbour; Millbrook, which federates
+    # with all three, is not invited.
     assert demo.cast(specs, demo.FEATURED) == demo.Cast(
-        hub="riverside", origin="northside", target="harbour"
+        hub="riverside", origin="northside", target="harbour", outsider="millbrook"
     )
-    assert set(specs["riverside"].club.peers) == {"northside", "harbour"}
+    assert set(specs["riverside"].club.peers) == {"northside", "harbour", "millbrook"}
     assert "harbour" not in specs["northside"].club.peers
+    assert set(specs["millbrook"].club.peers) == {"riverside", "northside", "harbour"}
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
@@ -123,6 +129,7 @@ def test_base_port_moves_every_club_alike() -> None:
         "riverside": "127.0.0.1:30000",
         "northside": "127.0.0.1:30001",
         "harbour": "127.0.0.1:30002",
+        "millbrook": "127.0.0.1:30003",
     }
     with pytest.raises(UsageError, match="--base-port 65535"):
         demo.listen_addresses(specs, 65535)
@@ -131,7 +138,7 @@ def test_base_port_moves_every_club_alike() -> None:
 # --- one real run of the demo, shared by the tests below ---------------------------
 
 
-def free_base_port(count: int = 3) -> int:
+def free_base_port(count: int = 5) -> int:
     """The first of `count` free consecutive ports, below the usual ephemeral range
     (where the nodes' own outgoing connections take ports). Not seeded: test runs in
     parallel must not all try the same ports."""
@@ -140,7 +147,7 @@ def free_base_port(count: int = 3) -> int:
         base = pick.randrange(20000, 32000 - count)
         if all(demo.port_free("127.0.0.1", base + i) for i in range(count)):
             return base
-    raise AssertionError("no free ports for the demo's nodes")
+    raise AssertionError("no free ports for the demo's nodes (and the feed)")
 
 
 @dataclass
@@ -208,14 +215,32 @@ def test_the_demo_runs_every_step(run: DemoRun) -> None:
     assert "fedinvite1:" in out
     assert "characters)" in out  # invites are shortened on screen
     assert "payload       [erased]" in out
-    assert re.search(r"verify ok: \d+ events \(1 erased\) in \d+ logs of 3 clubs", out)
+    assert re.search(r"verify ok: \d+ events \(1 erased\) in \d+ logs of 4 clubs", out)
     assert "Done in" in out
     assert "Press Ctrl-C" not in out  # --no-wait
 
 
+def test_the_demo_serves_the_public_feed(run: DemoRun) -> None:
+    """Riverside's node serves the feed on the port after the clubs' and the demo reads
+    it: public events of every club it holds, relayed ones included, nothing else."""
+    assert run.code == 0, run.err
+    feed = f"http://127.0.0.1:{run.base_port + 4}/"
+    assert f"$ curl {feed}feed.json" in run.out
+    shown = run.out.split("12. The public feed", 1)[1]
+    specs = demo.load_specs()
+    for spec in specs.values():
+        for post in spec.posts:
+            text = " ".join(str(getattr(post, "what", "") or getattr(post, "text", "")).split())
+            line = f"{spec.club.name}: {text}"[:60]
+            if post.audience == "public" and not post.erase:
+                assert line in shown, line
+            elif post.audience != "public" and text:
+                assert text[:40] not in shown, text
+
+
 def test_the_nodes_ran_and_are_stopped(run: DemoRun) -> None:
     assert run.code == 0, run.err
-    for i, name in enumerate(("riverside", "northside", "harbour")):
+    for i, name in enumerate(("riverside", "northside", "harbour", "millbrook")):
         log = (run.root / name / demo.RUN_LOG).read_text(encoding="utf-8")
         assert f"serving on https://127.0.0.1:{run.base_port + i}" in log
         assert demo.port_free("127.0.0.1", run.base_port + i), "the demo stopped the node"
@@ -239,14 +264,23 @@ def test_a_relay_passes_on_public_events_only_where_the_roster_allows(run: DemoR
     assert federation
     # Harbour federates with Riverside only: it gets Northside's public events through
     # Riverside, and none of Northside's federation logs (its roster names Riverside).
-    at_harbour = run.log("harbour", "--club", run.clubs["northside"])
+    # (Its proposal log, addressed to Harbour by name, is the proposal test's concern.)
+    at_harbour = [
+        e
+        for e in run.log("harbour", "--club", run.clubs["northside"])
+        if not e["audience"].startswith("clubs:")
+    ]
     assert {e["audience"] for e in at_harbour} == {"public"}
     assert {e["payload"]["what"] for e in at_harbour if e["kind"] == "action"} >= {
         p.what for p in public if isinstance(p, demo.ActionPost)
     }
     assert not any(e["kind"] == "note" for e in at_harbour)
     # The other way round too: Northside gets Harbour's public events, not its roster.
-    at_northside = run.log("northside", "--club", run.clubs["harbour"])
+    at_northside = [
+        e
+        for e in run.log("northside", "--club", run.clubs["harbour"])
+        if not e["audience"].startswith("clubs:")
+    ]
     assert at_northside
     assert {e["audience"] for e in at_northside} == {"public"}
     # And Riverside, a peer of both, gets the federation logs of each.
@@ -269,7 +303,84 @@ def test_the_marked_report_is_erased(run: DemoRun) -> None:
     events = run.log("riverside", "--club", run.clubs["riverside"])
     erased = [(e["log_name"], e["kind"]) for e in events if e["erased"]]
     assert erased == [("private", "report")]
-    assert {e["audience"] for e in events} == {"private", "federation", "public"}
+    audiences = {e["audience"] for e in events}
+    assert {a for a in audiences if not a.startswith("clubs:")} == {
+        "private",
+        "federation",
+        "public",
+    }
+
+
+def test_the_proposal_is_agreed_on_its_three_clubs(run: DemoRun) -> None:
+    """Riverside proposes, Northside amends, both invited clubs accept the amended
+    version and Riverside too: every one of the three nodes computes the same outcome,
+    and the exported agreement record verifies offline."""
+    assert run.code == 0, run.err
+    story, node = demo.STORY, demo.shown_path(run.root)
+    for step in (
+        f"$ federation --node {node}/riverside proposal new --title",
+        f"$ federation --node {node}/northside proposal amend",
+        f"$ federation --node {node}/harbour proposal accept",
+        f"$ federation --node {node}/riverside proposal show",
+        f"$ federation --node {node}/riverside proposal export",
+        f"$ federation proposal verify {node}/{demo.AGREEMENT_FILE}",
+        f"agreement verified: {story.amended_title}",
+        f"$ federation --node {node}/millbrook proposal list\n    no proposals",
+    ):
+        assert step in run.out, step
+    committed = {
+        run.clubs["northside"]: story.origin_commits,
+        run.clubs["harbour"]: story.target_commits,
+        run.clubs["riverside"]: story.hub_commits,
+    }
+    seen = []
+    for name in ("riverside", "northside", "harbour"):
+        (outcome,) = demo.query("--node", str(run.root / name), "proposal", "list", "--json")
+        assert outcome["state"] == "agreed", name
+        assert outcome["proposer"] == run.clubs["riverside"]
+        assert sorted(outcome["invited"]) == sorted(run.clubs[n] for n in ("northside", "harbour"))
+        assert outcome["rule"] == "all"
+        version = outcome["version"]
+        assert len(outcome["versions"]) == 2
+        assert version["id"] == outcome["versions"][1] != outcome["proposal"]
+        assert (version["title"], version["author"]) == (
+            story.amended_title,
+            run.clubs["northside"],
+        )
+        assert version["actions"][0]["where"] == story.place
+        assert {c: a["text"] for c, a in outcome["accepted"].items()} == committed
+        seen.append((outcome["proposal"], version["id"], outcome["agreed_us"]))
+    assert len(set(seen)) == 1, "the three nodes compute the same outcome"
+    record = check_record((run.root / demo.AGREEMENT_FILE).read_bytes())
+    assert (record.proposal, record.version.id) == seen[0][:2]
+    assert {c: a.text for c, a in record.accepted.items()} == committed
+
+
+def test_the_fourth_club_never_sees_the_proposal(run: DemoRun) -> None:
+    """Millbrook federates with all three but is not invited: no proposal, no `clubs`
+    log, and not one byte of the proposal's text or ids anywhere in its node
+    directory (store, run log, the demo's export of it), while its partners'
+    federation events reach it."""
+    assert run.code == 0, run.err
+    outsider = run.root / "millbrook"
+    assert demo.query("--node", str(outsider), "proposal", "list", "--json") == []
+    status = demo.query("--node", str(outsider), "status", "--json")
+    assert not [r for r in status["logs"] if r["audience"].startswith("clubs:")]
+    (outcome,) = demo.query("--node", str(run.root / "riverside"), "proposal", "list", "--json")
+    secrets = [*demo.STORY.texts(), outcome["proposal"], *outcome["versions"]]
+    files = [p for p in outsider.rglob("*") if p.is_file()]
+    files.append(run.root / demo.OUTSIDER_EXPORT.format(name="millbrook"))
+    assert any(p.name.startswith("store.sqlite") for p in files)
+    for path in files:
+        held = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in held, (path.name, secret)
+    # The positive control: what its partners share with the federation reaches it.
+    assert "Winter rent freeze" in {
+        e["payload"].get("title") for e in run.log("millbrook", "--club", run.clubs["riverside"])
+    }
+    live = [p for p in demo.load_specs()["northside"].posts if p.live]
+    assert {p.text for p in live} <= run.texts("millbrook", "northside")
 
 
 def test_a_busy_port_stops_the_demo_before_it_starts(

@@ -227,6 +227,8 @@ VALID_PAYLOADS = [
     payloads.make_payload(Kind.REPORT, {"member": "Mo", "period": "2026-10", "text": "x"}),
     payloads.make_payload(Kind.CAMPAIGN, {"campaign": "rent", "op": "created", "title": "t"}),
     payloads.make_payload(Kind.ROSTER, {"op": "added", "club": OTHER.id.hex(), "name": "B"}),
+    payloads.make_payload(Kind.ERASURE, {"seq": 1, "event": "ab" * 32}),
+    payloads.make_payload(Kind.PROPOSAL, {"op": "withdrawn", "proposal": "ab" * 32}),
 ]
 
 # --- structured junk: the right shape with the wrong contents ----------------------------

@@ -28,10 +28,10 @@ from federation.core.log import parse_audience
 from federation.errors import RemoteProtocolError, UsageError
 from federation.node import archive, follow, ingest, runtime
 from federation.store.memory import MemoryStore
-from federation.sync import auth, messages, serve
+from federation.sync import auth, messages, quota, serve
 from federation.sync.messages import Batch, FrameReader, Frontier, LogHead, Want, WantLog
 from federation.sync.session import Session, State
-from federation.web import client, peer_api
+from federation.web import client, limits, peer_api
 from tests.protocol_doc_support import (
     ROOT,
     authorised,
@@ -283,7 +283,9 @@ def _roster(blocks: list[Block], club: bytes) -> set[bytes]:
         (b for b in of_type(blocks, "event") if b.hex("log") == log), key=lambda b: b.int("seq")
     )
     verified = [verify_event(b.hex("signed_header"), b.hex("payload"), check) for b in events]
-    return selection.fold_roster(set(), verified)
+    roster: set[bytes] = set()
+    assert selection.fold_roster(roster, verified), "every roster payload is held"
+    return roster
 
 
 def test_roster_log(blocks: list[Block]) -> None:
@@ -469,7 +471,9 @@ _LIMIT_MODULES: tuple[ModuleType, ...] = (
     ingest,
     runtime,
     service,
+    limits,
     archive,
+    quota,
 )
 _LIMITS_ELSEWHERE = ("MAX_REQUEST_TARGET_BYTES", "REQUEST_NONCE_BYTES", "MAX_INVITE_URL_BYTES")
 

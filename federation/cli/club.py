@@ -22,12 +22,13 @@ from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.ids import short
 from federation.core.log import format_audience, parse_audience
-from federation.core.payloads import kind_from_name, read_payload, summary
+from federation.core.payloads import UNERASABLE_KINDS, kind_from_name, read_payload, summary
 from federation.errors import UsageError
 from federation.node import archive, audit, projector
 from federation.node.keyfile import PASSPHRASE_ENV
 from federation.node.node import Node, init_node, prompt_passphrase
 from federation.store.base import PAGE_EVENTS, LogRecord
+from federation.store.meta import delivered, restore_guards
 
 # --- init -----------------------------------------------------------------------
 
@@ -45,6 +46,12 @@ def add_init_arguments(c: argparse.ArgumentParser) -> None:
         help="read the passphrase from this file, now and whenever the node starts (unattended)",
     )
     c.add_argument("--plain-http", action="store_true", help="serve plain HTTP (loopback only)")
+    c.add_argument(
+        "--feed-listen",
+        default="",
+        metavar="HOST:PORT",
+        help="also serve the read-only public feed here (default: no feed)",
+    )
 
 
 async def cmd_init(args: argparse.Namespace) -> Output:
@@ -72,6 +79,7 @@ async def cmd_init(args: argparse.Namespace) -> Output:
         passphrase=passphrase,
         plain_http=args.plain_http,
         passphrase_file=str(Path(args.passphrase_file).resolve()) if args.passphrase_file else "",
+        feed_listen=args.feed_listen,
     )
     lines = [
         club.hex(),
@@ -260,6 +268,9 @@ async def cmd_status(args: argparse.Namespace) -> Output:
         forks = await node.store.forks()
         peer_list = await node.store.peers()
         count = await node.store.count_events()
+        blocked = await node.store.blocked()
+        held = {r.id: r.head.seq if r.head else 0 for r in logs if r.club == node.club}
+        guards = await restore_guards(node.store, held.items())  # protocol.md §3.6
         encrypted = node.key_encrypted
         data = {
             "club": node.club.hex(),
@@ -282,6 +293,18 @@ async def cmd_status(args: argparse.Namespace) -> Output:
             ],
             "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks],
             "peers": [peer_json(p) for p in peer_list],  # per-peer sync status (DESIGN 12)
+            "blocked": [{"club": c.hex(), "blocked_us": us} for c, us in blocked.items()],
+            "restore_guards": [
+                {
+                    "log": g.log.hex(),
+                    "seq": g.seq,
+                    "held": held[g.log],
+                    "peer": g.peer,
+                    "peer_club": g.club.hex(),
+                    "evidence": g.evidence,  # true: posting to the log is held back
+                }
+                for g in guards
+            ],
         }
     lines = [
         f"club     {node.config.club.name}  {node.club.hex()}",
@@ -297,7 +320,22 @@ async def cmd_status(args: argparse.Namespace) -> Output:
             f"  {r.name:20} {audience:20} {owner:12} seq {r.head.seq if r.head else 0}{mark}"
         )
     lines += [f"fork: {audit.describe_fork(f)}" for f in forks]
+    names = {r.id: r.name for r in logs}
+    for g in guards:
+        if g.evidence:
+            lines.append(
+                f"HELD BACK: log {names.get(g.log, '?')!r}: peer {g.peer} sent a signed event "
+                f"of ours at seq {g.seq} (here {held[g.log]}); this node looks restored from "
+                "an old backup: run `federation sync` to catch up before posting"
+            )
+        else:
+            lines.append(
+                f"warning: peer {g.peer} claims to hold our log {names.get(g.log, '?')!r} up "
+                f"to seq {g.seq} (here {held[g.log]}) but did not send those events; an "
+                "unsigned claim holds nothing back. If it persists, that peer misreports"
+            )
     lines += ["peers:", *peer_lines(peer_list, node.clock())]
+    lines += [f"blocked  {c.hex()} since {format_time(us)}" for c, us in blocked.items()]
     return Output(data, lines)
 
 
@@ -325,14 +363,64 @@ async def cmd_verify(args: argparse.Namespace) -> Output:
 
 
 async def cmd_erase(args: argparse.Namespace) -> Output:
+    """protocol.md §3.5: our own event is erased everywhere, by a signed erasure event
+    that travels with its log; another club's is wiped here only."""
     async with await Node.open(Path(args.node)) as node:
         event = await node.find_event(args.event)
-        await projector.erase(node.store, event)
-    h = event.header
-    return Output(
-        {"id": event.id.hex(), "log": h.log.hex(), "seq": h.seq, "erased": True},
-        [f"erased the payload of {event.id.hex()} (seq {h.seq}); its signed header stays"],
-    )
+        h = event.header
+        if h.kind in UNERASABLE_KINDS:
+            raise UsageError(
+                f"{Kind(h.kind).name.lower()} events cannot be erased: a roster decides who "
+                "receives the club's logs, and an erasure must travel with its log"
+            )
+        data: dict[str, Any] = {"id": event.id.hex(), "log": h.log.hex(), "seq": h.seq}
+        if h.club != node.club:
+            await projector.erase(node.store, event)
+            data |= {"erased": True, "everywhere": False}
+            return Output(
+                data,
+                [
+                    f"wiped this node's copy of the payload of {event.id.hex()} (seq {h.seq}), "
+                    "another club's event; its signed header stays",
+                    "other copies remain: at the club that wrote it and at every node it "
+                    "reached; only that club can erase it everywhere",
+                ],
+            )
+        if (await node.store.erasures(h.log)).get(h.seq):
+            data |= {"erased": True, "everywhere": True}
+            return Output(data, [f"{event.id.hex()} is erased already, everywhere"])
+        record = await node.store.log(h.log)
+        assert record is not None
+        fields: dict[str, object] = {"seq": h.seq, "event": event.id.hex()}
+        _, erasure = await node.post(Kind.ERASURE, fields, record.audience, record.name)
+        await projector.catch_up(node.store)  # the log's views fold again, without it
+        peers = await node.store.peers()
+        reached = [p for p in peers if await delivered(node.store, p.club, h.log) >= h.seq]
+    data |= {
+        "erased": True,
+        "everywhere": True,
+        "erasure": erasure.id.hex(),
+        "received_by": [p.club.hex() for p in reached],
+    }
+    lines = [
+        f"erased the payload of {event.id.hex()} (seq {h.seq}) here, and posted erasure "
+        f"{erasure.id.hex()[:12]} (seq {erasure.header.seq}) that every node holding it honours",
+    ]
+    if record.audience.kind == "private":
+        lines.append("the log is private: no other club received it")
+    else:
+        names = ", ".join(p.name for p in reached)
+        lines.append(
+            f"at least {len(reached)} club(s) had received the payload from this node"
+            + (f" ({names})" if names else "")
+            + "; they drop it when they next sync, and pass the erasure on"
+            + (
+                "; the log is public, so anyone may have read or kept a copy"
+                if record.audience.kind == "public"
+                else ""
+            )
+        )
+    return Output(data, lines)
 
 
 def add_export_arguments(c: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ for its result: it returns an `Output`, printed here (cli/output.py) as lines fo
 people or, with --json, one JSON document for scripts. Errors are one line on stderr;
 exit 1 for operational failures, 2 for usage and config errors.
 
-Modules: main (this table) -> club, views, peering (the commands) -> output.
+Modules: main (this table) -> club, views, peering, blocking (the commands) -> output.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from federation.cli import club, peering, views
+from federation.cli import blocking, club, evidence, peering, proposals, views
 from federation.cli.output import Output, escape_unsafe, say, write
 from federation.errors import FederationError
 
@@ -54,6 +54,11 @@ COMMANDS: dict[str, Command] = {
     "show": Command("show one event in full", club.cmd_show, club.add_event_argument),
     "status": Command("the club, its logs, forks and what the node holds", club.cmd_status),
     "verify": Command("check every chain, payload and signature held", club.cmd_verify),
+    "verify-event": Command(
+        "check a signed event saved from a feed (/events/ID), offline",
+        evidence.cmd_verify_event,
+        evidence.add_verify_event_arguments,
+    ),
     "erase": Command(
         "drop an event's payload; its signed header stays and still verifies",
         club.cmd_erase,
@@ -80,12 +85,30 @@ COMMANDS: dict[str, Command] = {
         peering.cmd_sync,
         peering.add_sync_arguments,
     ),
+    "block": Command(
+        "drop a club's logs and refuse them from now on (not a peer: remove it first)",
+        blocking.cmd_block,
+        blocking.add_club_argument,
+    ),
+    "unblock": Command(
+        "take a blocked club's logs from peers again",
+        blocking.cmd_unblock,
+        blocking.add_club_argument,
+    ),
+    "blocked": Command("the clubs this node blocked", blocking.cmd_blocked),
     "run": Command(
         "serve peers and sync with every peer, until stopped", peering.cmd_run, json=False
     ),
     "rebuild": Command("recompute campaigns and calendar from nothing", views.cmd_rebuild),
     "calendar": Command("the actions in the club's logs, by date", views.cmd_calendar),
     "campaigns": Command("the campaigns and their state", views.cmd_campaigns),
+    "proposal": Command(
+        "joint campaign proposals: new, list, show, accept, decline, amend, withdraw, "
+        "export, verify",
+        proposals.cmd_proposal,
+        proposals.add_arguments,
+        json=False,  # each reading action takes its own --json
+    ),
 }
 
 

@@ -38,6 +38,8 @@ def peer_json(peer: PeerRecord) -> dict[str, Any]:
         "received": s.received,
         "last_error": s.last_error,
         "last_error_us": s.last_error_us,
+        "quota_warning": s.quota_warning,
+        "quota_warning_us": s.quota_warning_us,
     }
 
 
@@ -53,6 +55,9 @@ def peer_lines(peer_list: list[PeerRecord], now_us: int) -> list[str]:
         )
         if s.last_error and s.last_error_us >= s.last_contact_us:
             lines.append(f"    last error ({format_ago(now_us, s.last_error_us)}): {s.last_error}")
+        if s.quota_warning:
+            ago = format_ago(now_us, s.quota_warning_us)
+            lines.append(f"    over a quota ({ago}): {s.quota_warning}")
     return lines or ["  no peers: add one with `federation peers add INVITE`"]
 
 
@@ -140,6 +145,8 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
         line = f"{r['peer']}: received {r['added']} events ({r['logs']} logs); behind {r['behind']}"
         if r["forks"]:
             line += f"; {r['forks']} FORK(S) kept as evidence, logs frozen"
+        if r["warnings"]:
+            line += "; " + "; ".join(r["warnings"])
         if not r["complete"]:
             line += "; not complete: run `federation sync` again"
         lines.append(line)
@@ -168,6 +175,7 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
         "logs": result.logs,
         "forks": result.forks,
         "complete": result.complete,
+        "warnings": result.warnings,
     }
 
 
@@ -181,6 +189,9 @@ async def cmd_run(args: argparse.Namespace) -> Output:
             file=sys.stderr,
             flush=True,
         )
+        if service.feed is not None and node.config.feed is not None:
+            host = node.config.feed.listen.rpartition(":")[0]
+            say(f"federation: public feed on http://{host}:{service.feed.port}/", file=sys.stderr)
         # A service manager stops the node with SIGTERM: stop as cleanly as on Ctrl-C.
         task = asyncio.current_task()
         assert task is not None

@@ -43,8 +43,8 @@ async def cmd_calendar(args: argparse.Namespace) -> Output:
 
 async def cmd_campaigns(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
-        items = await projector.items(node.store, projection.CAMPAIGNS)
-    campaigns = [i for i in items if isinstance(i, projection.CampaignItem)]
+        # Unknown where a step's payload is missing here (views.campaigns.shown).
+        campaigns = await projector.campaigns(node.store)
     lines = [
         f"{c.campaign:24} {c.status:6} {c.title}  ({c.updates} updates, club {c.club[:12]})"
         for c in campaigns

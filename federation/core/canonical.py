@@ -55,6 +55,13 @@ class Kind(IntEnum):
     # A change to the club's federation roster (protocol.md §3.2, §5.4); only counts
     # in the club's log named "roster" with audience "federation".
     ROSTER = 5
+    # The origin erases the payload of an earlier event of the same log, on every
+    # node that holds it (protocol.md §3.5). Never of a roster event or an erasure.
+    ERASURE = 6
+    # A step of a joint campaign proposal between clubs: a version, an answer, a
+    # withdrawal, or a participant's feed choice (protocol.md §3.7). Travels in a log
+    # whose audience names exactly the proposer and the invited clubs.
+    PROPOSAL = 7
 
 
 # --- event header (protocol.md §3.1) -------------------------------------------------
@@ -65,6 +72,8 @@ HEADER_BYTES = _HEADER.size  # 199
 # Where `prev` starts: after tag, version, club, log and seq. The store finds an event
 # by id in its successor's `prev`, so it keeps no id of its own.
 PREV_OFFSET = struct.calcsize(">16sB32s32sQ")  # 89
+# Where `kind` starts (2 bytes): the store finds erasure events in a run by it.
+KIND_OFFSET = struct.calcsize(">16sB32s32sQ32sq")  # 129
 SIGNATURE_BYTES = 64
 SIGNED_HEADER_BYTES = HEADER_BYTES + SIGNATURE_BYTES  # 263
 

@@ -45,18 +45,26 @@ class KeySection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     passphrase_file: str = ""
 
 
+class FeedSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # host:port the read-only public feed is served on (web/feed.py), apart from the
+    # peer API. Plain HTTP: put a TLS proxy in front of it to publish it.
+    listen: str
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     club: ClubSection
     node: NodeSection = NodeSection()
     key: KeySection = KeySection()
+    # The public feed: off when the section is absent.
+    feed: FeedSection | None = None
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, field: str = "node.listen") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(
-            f"node.listen must be host:port, e.g. 127.0.0.1:{DEFAULT_PORT}; got {listen!r}",
-            field="node.listen",
+            f"{field} must be host:port, e.g. 127.0.0.1:{DEFAULT_PORT}; got {listen!r}",
+            field=field,
         )
     return host.strip("[]"), int(port)
 
@@ -90,6 +98,8 @@ def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{path}: {message}; fix that field", path=path, field=field) from None
     try:
         host, _ = parse_listen(config.node.listen)
+        if config.feed is not None:
+            parse_listen(config.feed.listen, "feed.listen")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}", path=path, field=exc.field) from None
     if config.node.plain_http and not is_loopback(host):
@@ -116,6 +126,7 @@ def render_config(
     passphrase: str,
     plain_http: bool,
     passphrase_file: str = "",
+    feed_listen: str = "",
 ) -> str:
     """The config file `federation init` writes, with comments for the operator."""
     quoted = msgspec.json.encode(name).decode()  # a JSON string is a valid TOML basic string
@@ -137,6 +148,12 @@ def render_config(
         + (
             f"passphrase_file = {msgspec.json.encode(passphrase_file).decode()}\n"
             if passphrase_file
+            else ""
+        )
+        + (
+            '\n# The read-only public feed (README.md, "The public feed"); remove to turn it off.\n'
+            f'[feed]\nlisten = "{feed_listen}"\n'
+            if feed_listen
             else ""
         )
     )

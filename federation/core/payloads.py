@@ -65,7 +65,51 @@ class Roster(msgspec.Struct, frozen=True):
     name: str = ""
 
 
-Payload = Note | Action | Report | Campaign | Roster
+class Erasure(msgspec.Struct, frozen=True):
+    """The club erases the payload of its event `event` (64 hex digits) at `seq`,
+    an earlier event of the same log (protocol.md §3.5)."""
+
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    event: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+# "all": every invited club; "at_least:K": at least K of them (protocol.md §3.7).
+Rule = Annotated[str, msgspec.Meta(pattern=r"^(all|at_least:[1-9][0-9]{0,2})$")]
+
+
+class PlannedAction(msgspec.Struct, frozen=True):
+    """An action a joint campaign proposal plans: what, when and where."""
+
+    what: Line
+    starts: dt.datetime
+    ends: dt.datetime | None = None
+    where: str = ""
+
+
+class Proposal(msgspec.Struct, frozen=True):
+    """One step of a joint campaign proposal (protocol.md §3.7), by `op`: a version
+    ("proposed"), an answer to one exact version ("accepted", "declined",
+    "retracted"), the proposer's "withdrawn", or a participant's "feed" choice.
+    Which fields each op needs is checked by `views.proposals.check`."""
+
+    op: Literal["proposed", "withdrawn", "accepted", "declined", "retracted", "feed"]
+    proposal: Hex64 | None = None
+    version: Hex64 | None = None
+    amends: Hex64 | None = None
+    title: Line | None = None
+    aims: Text = ""
+    asks: dict[str, Text] = {}
+    actions: tuple[PlannedAction, ...] = ()
+    rule: Rule | None = None
+    deadline: dt.datetime | None = None
+    invited: tuple[Hex64, ...] = ()
+    commitment: Text = ""
+    reason: Text = ""
+    shown: bool | None = None
+
+
+Payload = Note | Action | Report | Campaign | Roster | Erasure | Proposal
 
 PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
     Kind.NOTE: Note,
@@ -73,6 +117,8 @@ PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
     Kind.REPORT: Report,
     Kind.CAMPAIGN: Campaign,
     Kind.ROSTER: Roster,
+    Kind.ERASURE: Erasure,
+    Kind.PROPOSAL: Proposal,
 }
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 
@@ -91,7 +137,8 @@ def _strict(t: type[Payload]) -> type[Payload]:
 STRICT_PAYLOAD_TYPES: dict[Kind, type[Payload]] = {k: _strict(t) for k, t in PAYLOAD_TYPES.items()}
 
 
-# Roster events are written by `federation peers add/remove`, never posted by hand.
+# Roster events are written by `federation peers add/remove`, erasures by `federation
+# erase`, never posted by hand.
 POSTABLE_KINDS = (Kind.NOTE, Kind.ACTION, Kind.REPORT, Kind.CAMPAIGN)
 
 
@@ -128,6 +175,35 @@ def read_payload(kind: int, payload: bytes) -> dict[str, object] | None:
     return msgspec.structs.asdict(value)
 
 
+# Kinds whose payload no erasure may erase (protocol.md §3.5): a roster decides who
+# receives a club's logs, and an erasure must stay to be passed on with its log.
+UNERASABLE_KINDS = frozenset({Kind.ROSTER, Kind.ERASURE})
+_erasure = msgspec.json.Decoder(Erasure)
+
+
+def erasure_target(seq: int, payload: bytes | None) -> tuple[int, bytes] | None:
+    """The (seq, event id) an erasure event at `seq` names, or None if its payload is
+    missing, does not decode, or names no earlier seq (protocol.md §3.5). Whether the
+    target is the event held there, and of a kind that may be erased, is checked
+    against the log by `erases`."""
+    if payload is None:
+        return None
+    try:
+        value = _erasure.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not value.seq < seq:
+        return None
+    return value.seq, bytes.fromhex(value.event)
+
+
+def erases(target_seq: int, target_id: bytes, target_kind: int, named: tuple[int, bytes]) -> bool:
+    """protocol.md §3.5: does an erasure naming `named` erase this event of its log?
+    Only if it names exactly this event, and the event is not a roster event or an
+    erasure; any other erasure is valid as an event but erases nothing."""
+    return named == (target_seq, target_id) and target_kind not in UNERASABLE_KINDS
+
+
 def summary(kind: int, payload: bytes | None) -> str:
     """One line describing an event's payload for people."""
     if payload is None:
@@ -145,6 +221,10 @@ def summary(kind: int, payload: bytes | None) -> str:
         line = f"{f['member']} {f['period']}: {f['text']}"
     elif k is Kind.CAMPAIGN:
         line = f"{f['campaign']} {f['op']}: {f['title'] or f['text'] or ''}"
+    elif k is Kind.ERASURE:
+        line = f"erases #{f['seq']} ({str(f['event'])[:12]})"
+    elif k is Kind.PROPOSAL:
+        line = f"proposal {f['op']}: {f['title'] or str(f['proposal'] or '')[:12]}"
     else:
         line = f"{f['op']} club {str(f['club'])[:12]} {f['name']}"
     text = re.sub(r"\s+", " ", str(line)).strip()

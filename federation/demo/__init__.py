@@ -5,8 +5,9 @@ under ./demo-federation/, signs each spec's posts into the club's logs, peers th
 clubs as their specs say, starts every node as a background `federation run`
 process, and shows sync at work: a new post travelling from node to node, what a
 relay passes on and what it must not, per-peer status. Then verify, erase,
-calendar and campaigns, and (unless --no-wait) the federation keeps running for
-you to try things in another terminal until Ctrl-C.
+calendar and campaigns, a joint campaign proposal agreed by three clubs and never
+seen by the fourth, and the public feed; and (unless --no-wait) the federation
+keeps running for you to try things in another terminal until Ctrl-C.
 
 Every step is a real `federation` command, printed as a newcomer can type it: the
 one-shot commands call `federation.cli.main` in this process; the nodes are real
@@ -17,6 +18,7 @@ The modules, outermost first:
 
 - this one: the command line (`main`) and the demo directory;
 - walkthrough: the scripted steps and what is printed between them;
+- proposal: the joint campaign proposal, agreed by three clubs, unseen by the fourth;
 - check: the demo's own checks of what each node holds;
 - processes: the background `federation run` nodes and the ports they need;
 - console: printing, and running one-shot `federation` commands in this process;
@@ -36,7 +38,9 @@ from pathlib import Path
 from types import FrameType
 
 from federation.demo.console import environment, query, quote, say, section, shown_path
+from federation.demo.feed import feed_address
 from federation.demo.processes import RUN_LOG, Nodes, check_ports, port_free, running
+from federation.demo.proposal import AGREEMENT_FILE, OUTSIDER_EXPORT, STORY
 from federation.demo.spec import (
     FEATURED,
     NODES_DIR,
@@ -54,10 +58,13 @@ from federation.node.keyfile import PASSPHRASE_ENV
 
 # `main`, and what tests/test_demo.py checks the demo with.
 __all__ = [
+    "AGREEMENT_FILE",
     "FEATURED",
     "MARKER",
     "NODES_DIR",
+    "OUTSIDER_EXPORT",
     "RUN_LOG",
+    "STORY",
     "ActionPost",
     "Cast",
     "cast",
@@ -162,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(f"\n(The walk-through took {scripted:.1f} s.)")
                 stage = "running"
-                keep_running(args.dir, specs, clubs, nodes)
+                feed = feed_address(listens, FEATURED if FEATURED in specs else next(iter(specs)))
+                keep_running(args.dir, specs, clubs, nodes, feed)
     except FederationError as exc:
         stopped = "; the nodes are stopped" if nodes.running else ""
         print(f"\ndemo: {exc}{stopped}", file=sys.stderr)

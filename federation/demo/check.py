@@ -12,22 +12,33 @@ from federation.demo.console import query
 from federation.demo.spec import DemoSpec
 
 
-def _expected(specs: dict[str, DemoSpec], origin: str, holder: str, audience: str) -> bool:
+def _reach(specs: dict[str, DemoSpec], origin: str, through: set[str]) -> set[str]:
+    """The clubs connected to `origin` through peers, every step within `through`."""
+    seen, todo = {origin}, [origin]
+    while todo:
+        for peer in specs[todo.pop()].club.peers:
+            if peer not in seen and peer in through:
+                seen.add(peer)
+                todo.append(peer)
+    return seen
+
+
+def _expected(
+    specs: dict[str, DemoSpec], clubs: dict[str, str], origin: str, holder: str, audience: str
+) -> bool:
     """May `holder`'s node hold a log of `origin`'s with this audience, and should it?
 
     Public: every club connected to the origin through peers; federation: the
-    origin's peers (the demo's clubs sign every peer into their rosters); the
-    others never leave the origin's node."""
+    origin's peers (the demo's clubs sign every peer into their rosters); clubs:
+    the named clubs connected to the origin through named clubs (a relay passes a
+    `clubs` log only to the clubs it names); private never leaves the origin's node."""
     if audience == "public":
-        seen, todo = {origin}, [origin]
-        while todo:
-            for peer in specs[todo.pop()].club.peers:
-                if peer not in seen:
-                    seen.add(peer)
-                    todo.append(peer)
-        return holder in seen
+        return holder in _reach(specs, origin, set(specs))
     if audience == "federation":
         return holder in specs[origin].club.peers
+    if audience.startswith("clubs:"):
+        named = set(audience.removeprefix("clubs:").split(","))
+        return holder in _reach(specs, origin, {n for n in specs if clubs.get(n) in named})
     return False
 
 
@@ -47,7 +58,7 @@ def audience_problems(
         for (club, log), (audience, _) in _logs(node[holder]).items():
             origin = name_of.get(club)
             if origin is None or (
-                origin != holder and not _expected(specs, origin, holder, audience)
+                origin != holder and not _expected(specs, clubs, origin, holder, audience)
             ):
                 problems.append(
                     f"the {holder} node holds {origin or club[:12]}'s {log} log ({audience}), "
@@ -69,7 +80,9 @@ def in_step(
                 if owner != club or not seq:  # an empty log has nothing to send
                     continue
                 for holder in specs:
-                    expected = holder != origin and _expected(specs, origin, holder, audience)
+                    expected = holder != origin and _expected(
+                        specs, clubs, origin, holder, audience
+                    )
                     if expected and held[holder].get((club, log)) != (audience, seq):
                         return False
         for name in specs:

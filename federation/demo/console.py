@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,14 @@ def quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def capture(argv: Sequence[str]) -> tuple[int, str]:
-    """Run one CLI command in this process; its exit status and what it printed."""
+def capture(argv: Sequence[str], *, stderr: bool = False) -> tuple[int, str]:
+    """Run one CLI command in this process; its exit status and what it printed (on
+    standard output, and with `stderr` on standard error too)."""
     buffer = io.BytesIO()
     out = io.TextIOWrapper(buffer, encoding="utf-8", write_through=True)  # --json writes bytes
+    err = contextlib.redirect_stderr(out) if stderr else contextlib.nullcontext()
     try:
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), err:
             code = cli.main(list(argv))
     except SystemExit as exc:  # argparse: a usage error, already explained on stderr
         code = exc.code if isinstance(exc.code, int) else 2
@@ -49,13 +51,16 @@ def capture(argv: Sequence[str]) -> tuple[int, str]:
     return code, buffer.getvalue().decode("utf-8")
 
 
-def federation(*argv: str, shown: str | None = None, clip: int | None = None) -> str:
+def federation(
+    *argv: str, shown: str | None = None, clip: int | None = None, stderr: bool = False
+) -> str:
     """Run one CLI command, printed as typed (or as `shown`); return what it printed.
 
-    `clip` shortens long output lines on screen (an invite), not what is returned."""
+    `clip` shortens long output lines on screen (an invite), not what is returned;
+    `stderr` shows what the command says there too (`export -o` reports there)."""
     line = "federation " + (shown if shown is not None else " ".join(quote(a) for a in argv))
     print(f"$ {line}", flush=True)
-    code, text = capture(argv)
+    code, text = capture(argv, stderr=stderr)
     for printed in text.splitlines():
         if clip is not None and len(printed) > clip:
             printed = f"{printed[:clip]}… ({len(printed)} characters)"
@@ -78,6 +83,12 @@ def query(*argv: str) -> Any:
 
 def count(n: int) -> str:
     return ("no", "one", "two", "three", "four", "five")[n] if n <= 5 else str(n)
+
+
+def joined(names: Iterable[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    listed = list(names)
+    return ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else "".join(listed)
 
 
 def say(*paragraphs: str) -> None:

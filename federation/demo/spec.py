@@ -197,6 +197,9 @@ class Cast(msgspec.Struct, frozen=True):
     hub: str  # federates with both others and relays between them (riverside)
     origin: str  # posts while the nodes run (northside)
     target: str  # the hub's peer that is not the origin's peer (harbour)
+    # In the proposal scene the hub proposes a joint campaign to the origin and the
+    # target; the outsider, another peer of the hub, is not invited (millbrook).
+    outsider: str
 
 
 def cast(specs: dict[str, DemoSpec], hub: str) -> Cast:
@@ -215,4 +218,10 @@ def cast(specs: dict[str, DemoSpec], hub: str) -> Cast:
     targets = sorted(set(specs[hub].club.peers) - {origin} - set(specs[origin].club.peers))
     if not targets:
         raise ConfigError(f"nodes/: {help_text}")
-    return Cast(hub=hub, origin=origin, target=targets[0])
+    outsiders = sorted(set(specs[hub].club.peers) - {origin, targets[0]})
+    if not outsiders:
+        raise ConfigError(
+            f"nodes/: add a fourth club that federates with {hub}: the demo shows that a "
+            "joint campaign proposal between the other three never reaches it"
+        )
+    return Cast(hub=hub, origin=origin, target=targets[0], outsider=outsiders[0])

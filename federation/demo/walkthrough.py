@@ -3,7 +3,8 @@
 Create a node per club, sign each spec's posts, peer the clubs, start the nodes,
 and show sync at work: a new post travelling from node to node, what a relay passes
 on and what it must not, per-peer status. Then verify, erase, calendar and
-campaigns; `keep_running` leaves the federation running for the user until Ctrl-C.
+campaigns, a joint campaign proposal (demo/proposal.py) and the public feed;
+`keep_running` leaves the federation running for the user until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,8 +17,19 @@ from pathlib import Path
 
 from federation.core.invite import read_invite
 from federation.demo.check import audience_problems, in_step
-from federation.demo.console import count, federation, query, quote, say, section, shown_path
+from federation.demo.console import (
+    count,
+    federation,
+    joined,
+    query,
+    quote,
+    say,
+    section,
+    shown_path,
+)
+from federation.demo.feed import feed_address, feed_url, show_feed
 from federation.demo.processes import FIRST_SYNC_S, RUN_LOG, Nodes, check_ports, wait_until
+from federation.demo.proposal import show_proposal
 from federation.demo.spec import FEATURED, DemoSpec, Post, cast, describe, post_arguments
 from federation.errors import ConfigError, FederationError
 from federation.node.keyfile import PASSPHRASE_ENV
@@ -49,6 +61,8 @@ def walk(
         raise ConfigError("no post in nodes/ is marked `erase = true`; mark one to demo erasure")
     roles = cast(specs, featured)
     hub, origin, target = roles.hub, roles.origin, roles.target
+    # The clubs Harbour gets Northside's public events through: Riverside and Millbrook.
+    relays = [n for n in order if n in specs[target].club.peers and n in specs[origin].club.peers]
     links = sorted({tuple(sorted((a, b))) for a in order for b in specs[a].club.peers})
 
     section(
@@ -80,9 +94,18 @@ def walk(
         "off the machine), a TLS certificate for partner clubs to pin, and the store.",
     )
     clubs: dict[str, str] = {}
+    feed = feed_address(listens, featured)
     for name in order:
+        serve_feed = ["--feed-listen", feed] if name == featured else []
         out = federation(
-            "--node", node[name], "init", "--name", specs[name].club.name, "--listen", listens[name]
+            "--node",
+            node[name],
+            "init",
+            "--name",
+            specs[name].club.name,
+            "--listen",
+            listens[name],
+            *serve_feed,
         )
         clubs[name] = out.split(maxsplit=1)[0] if out.strip() else ""
         if not re.fullmatch(r"[0-9a-f]{64}", clubs[name]):
@@ -165,7 +188,7 @@ def walk(
         "log), fetches what is missing, checks every event, and waits for more. The demo "
         "starts each node in the background and keeps what it says in run.log.",
     )
-    check_ports(listens)
+    check_ports({**listens, f"{featured} feed": feed})
     for name in order:
         print(
             f"$ federation --node {quote(node[name])} run 2> {quote(node[name] + '/' + RUN_LOG)} &",
@@ -212,7 +235,7 @@ def walk(
 
     took = wait_until(f"{name_of[hub]} receiving the new events", holds(hub, shared), nodes)
     took += wait_until(
-        f"{name_of[target]} receiving the public event through {name_of[hub]}",
+        f"{name_of[target]} receiving the public event, relayed",
         holds(target, public),
         nodes,
     )
@@ -231,14 +254,14 @@ def walk(
     print()
     say(
         f"{name_of[target]} never talks to {name_of[origin]}: it got these through "
-        f"{name_of[hub]}, which relays. Signed events cannot be forged by a relay, but "
-        "they could leak there, so a relay passes on an event only to clubs its author's "
-        f"audience includes. To be sure nothing more is on the way, {name_of[target]} "
-        f"runs one `sync` round with {name_of[hub]} by hand (its node does this on its "
-        f"own), then looks for {name_of[origin]}'s notes:",
+        f"{joined(name_of[n] for n in relays)}, which relay. Signed events cannot be forged "
+        "by a relay, but they could leak there, so a relay passes on an event only to "
+        "clubs its author's audience includes. To be sure nothing more is on the way, "
+        f"{name_of[target]} runs one `sync` round with each of its peers by hand (its "
+        f"node does this on its own), then looks for {name_of[origin]}'s notes:",
         "",
     )
-    federation("--node", node[target], "sync", short[hub])
+    federation("--node", node[target], "sync")
     federation("--node", node[target], "log", "--club", short[origin], "--kind", "note")
     held = {e["id"] for e in query("--node", node[target], "log", "--limit", "100000", "--json")}
     leaked = [post for event, post in live if post.audience != "public" and event in held]
@@ -250,10 +273,11 @@ def walk(
     print()
     say(
         f"- Relayed: {name_of[origin]}'s public events. Public means anyone, so "
-        f"{name_of[hub]} passes them to {name_of[target]}.",
+        f"{joined(name_of[n] for n in relays)} pass them to {name_of[target]}.",
         f"- Not relayed: {name_of[origin]}'s federation events (its campaign and its new "
-        f"note). Its signed roster names {name_of[hub]} only: {name_of[target]} is not "
-        f"a club {name_of[origin]} federates with, so {name_of[hub]} never offers them.",
+        f"note). Its signed roster names {joined(name_of[n] for n in relays)}: "
+        f"{name_of[target]} is not a club {name_of[origin]} federates with, so they "
+        "never offer them.",
         "- Never sent at all: private events. Each node holds only its own club's members' "
         "reports:",
         "",
@@ -324,12 +348,14 @@ def walk(
         federation("--node", node[name], "calendar")
     for name in order:
         federation("--node", node[name], "campaigns")
+    show_proposal(root, specs, clubs, roles, nodes, step=11)
+    show_feed(feed, name_of[featured], step=12)
     nodes.check()
     return clubs
 
 
 def keep_running(
-    root: Path, specs: dict[str, DemoSpec], clubs: dict[str, str], nodes: Nodes
+    root: Path, specs: dict[str, DemoSpec], clubs: dict[str, str], nodes: Nodes, feed: str = ""
 ) -> None:
     """Leave the nodes running for the user to try things, until Ctrl-C."""
     featured = FEATURED if FEATURED in specs else next(iter(specs))
@@ -347,12 +373,18 @@ def keep_running(
     print(f"$ federation --node {node[roles.hub]} status")
     print(f"$ federation --node {node[roles.target]} sync")
     print(f"$ tail -f {node[roles.hub]}/{RUN_LOG}")
+    print(f"$ federation --node {node[roles.target]} proposal list")
+    print(f"$ federation --node {node[roles.outsider]} proposal list")
+    if feed:
+        print(f"$ xdg-open {feed_url(feed)}  # the public feed, served by {node[featured]}")
     print()
+    relays = [n for n in specs[roles.target].club.peers if n in specs[roles.origin].club.peers]
     say(
         f"A public note from {specs[roles.target].club.name} reaches "
-        f"{specs[roles.origin].club.name} through {specs[roles.hub].club.name} within a "
-        "second or two; post it with --audience federation instead and it stops at "
-        f"{specs[roles.hub].club.name}.",
+        f"{specs[roles.origin].club.name} through "
+        f"{joined(specs[n].club.name for n in relays)} within a second or two; post it with "
+        "--audience federation instead and it stops at the clubs "
+        f"{specs[roles.target].club.name} federates with.",
         "",
         "Press Ctrl-C to stop the nodes.",
     )

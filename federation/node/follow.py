@@ -16,14 +16,25 @@ from collections.abc import Callable
 
 import msgspec
 
-from federation.core.events import Head
-from federation.errors import FederationError
+from federation.core import canonical
+from federation.core.events import Head, verify_event
+from federation.errors import (
+    FederationError,
+    ForkError,
+    InvalidEventError,
+    PeerUnavailableError,
+)
 from federation.node.ingest import Ingest, open_ingest
 from federation.node.runtime import Runtime
 from federation.node.system import jitter
 from federation.node.transport import PeerTransport
 from federation.store.base import PeerRecord, PeerStatus
-from federation.store.meta import RestoreGuard, write_restore_guard
+from federation.store.meta import (
+    RestoreGuard,
+    clear_restore_guard,
+    read_restore_guard,
+    write_restore_guard,
+)
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo, Want
 from federation.sync.session import Session, State, own_logs_behind
 
@@ -33,6 +44,15 @@ LONG_POLL_S = 25.0
 # Backoff from a failing peer: doubling from the first to the last, with jitter so
 # that clubs restarting together do not retry in step.
 BACKOFF_FIRST_S = 1.0
+# Rounds that changed nothing start at least this far apart: a peer that answers a
+# long-poll "unchanged" at once (busy, shutting down, or hostile) is not asked again
+# in a tight loop of signed requests.
+MIN_POLL_INTERVAL_S = 1.0
+# A whole round, long-poll included, ends within this, or fails naming the peer: no
+# peer can hold a round (or `federation sync`) open, whatever it sends or how slowly.
+# An honest round moves a 250,000-event answer in well under a minute here; a longer
+# one is cut, keeps what it stored (§6.3), and the next round goes on from there.
+ROUND_DEADLINE_S = 180.0
 BACKOFF_MAX_S = 60.0
 
 Advance = Callable[[int], None]
@@ -47,6 +67,7 @@ class RoundResult(msgspec.Struct):
     changed: bool = False
     complete: bool = False
     digest: bytes | None = None
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 def _heads(rt: Runtime) -> dict[bytes, Head | None]:
@@ -61,26 +82,70 @@ async def sync_round(
     wait_s: float,
     advance: Advance | None = None,
     on_behind: Callable[[int], None] | None = None,
+    deadline_s: float = ROUND_DEADLINE_S,
 ) -> RoundResult:
-    """One round with one peer, asking again while the peer says there is more."""
+    """One round with one peer, asking again while the peer says there is more, and
+    over by `deadline_s` (PeerUnavailableError naming the peer)."""
+    deadline = asyncio.timeout(deadline_s)
+    try:
+        async with deadline:
+            return await _round(rt, transport, known, wait_s, advance, on_behind)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        peer = transport.peer
+        raise PeerUnavailableError(
+            f"peer {peer.name} ({peer.url}) held the round past its deadline of "
+            f"{deadline_s:g} s; what arrived was kept, and the next round goes on from it",
+            peer=peer.name,
+        ) from None
+
+
+async def _round(
+    rt: Runtime,
+    transport: PeerTransport,
+    known: bytes | None,
+    wait_s: float,
+    advance: Advance | None,
+    on_behind: Callable[[int], None] | None,
+) -> RoundResult:
     result = RoundResult()
-    frozen = {log for log, r in rt.logs.items() if r.frozen}
-    session = Session(_heads(rt), known, frozen, wait_s=wait_s)
+    peer = transport.peer
+    frozen = {log for log, r in rt.logs.items() if r.frozen} | rt.refused  # §6.3, §6.4
+    visible = rt.visible(peer.club)
+    # Logs we hold that this peer may not receive: the session acts as if we did not
+    # hold them, so our wants never depend on them (protocol.md §5.4, §6.2).
+    hidden = rt.logs.keys() - visible.keys()
+    own = {log: r.head for log, r in visible.items() if r.club == rt.club}
+    refetch = await rt.store.missing_payloads()  # payloads to fill in (protocol.md §6.3)
+    session = Session(_heads(rt), known, frozen, hidden=hidden, refetch=refetch, wait_s=wait_s)
     while session.state is not State.CLOSED:
         known = session.frontier_known()
-        want = session.on_frontier(await transport.frontier(known, session.wait_s))
-        frontier = session.frontier
-        assert frontier is not None
-        result.digest = frontier.digest
+        claims: list[LogHead] = []  # what this frontier shows of our own logs
+        while True:  # the frontier's pages (§6.1)
+            if session.pages == 0:
+                answer = await transport.frontier(known, session.wait_s)
+            else:
+                answer = await transport.frontier(None, 0.0, session.cursor)
+            want = session.on_frontier(answer)
+            frontier = session.frontier
+            assert frontier is not None
+            if frontier.logs is not None:
+                claims += (entry for entry in frontier.logs if entry.log in own)
+            if session.state is not State.AWAIT_FRONTIER:
+                break
+        result.digest = session.digest
         if frontier.logs is not None:
-            result.logs = len(frontier.logs)
+            result.logs = session.listed
             result.changed = True
-            await note_own_heads(rt, transport.peer, frontier.logs)
         result.behind = session.behind(session.local)
         if on_behind is not None:
             on_behind(result.behind)
-        if want is not None:
+        while want is not None:
             await _take(rt, transport, session, want, result, advance)
+            want = session.next_want()
+        if frontier.logs is not None:
+            await note_own_heads(rt, peer, claims)
         session.stored(_heads(rt))
     result.behind = session.behind(session.local)
     result.complete = session.complete
@@ -100,7 +165,7 @@ async def _take(
     ingest: Ingest | None = None
     try:
         async with (
-            open_ingest(rt.store, dict(rt.genesis), rt.clock) as ingest,
+            open_ingest(rt.store, dict(rt.genesis), rt.clock, quota=rt.quota()) as ingest,
             contextlib.aclosing(transport.events(want)) as stream,
         ):
             async for arrived in stream:
@@ -114,6 +179,7 @@ async def _take(
                     if advance is not None:
                         advance(taken)
                     if error is not None:
+                        await _evidence(rt, transport.peer, ingest, message, taken, error)
                         raise error
                 elif isinstance(message, Done):
                     break  # read no further: anything after done is not ours to take
@@ -123,17 +189,67 @@ async def _take(
             result.added += ingest.added
             result.already += ingest.already
             result.forks += len(ingest.forks)
-            if ingest.added or ingest.forks:
-                await rt.refresh(appended_only=True)
+            result.warnings += ingest.warnings()  # refused over a quota (§6.4)
+            if ingest.added or ingest.forks or ingest.filled:
+                # A payload filled in is no append: rosters fold again (§5.4).
+                await rt.refresh(appended_only=not ingest.filled)
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
-    """The restore guard (protocol.md §3.6, rule in `own_logs_behind`): record how far
-    the peer holds our own logs beyond our heads, and who said so, so that `post`
-    refuses to fork such a log until a sync has caught up."""
+    """The restore guard's claims (protocol.md §3.6, rule in `own_logs_behind`), after
+    the round fetched what it could: record how far the peer's frontier still shows
+    our own logs beyond our heads, as a warning for `federation status` (a claim is
+    unsigned: it holds nothing back). This peer's claims it no longer makes, and any
+    guard we have caught up with, are cleared."""
+    records = rt.store
     ours = {log: r.head for log, r in rt.visible(peer.club).items() if r.club == rt.club}
-    for log, seq in own_logs_behind(heads, ours).items():
-        await write_restore_guard(rt.store, RestoreGuard(log, seq, peer.name))
+    claimed = own_logs_behind(heads, ours)
+    for log, head in ours.items():
+        held = head.seq if head else 0
+        if log in claimed:
+            claim = RestoreGuard(log, claimed[log], peer.name, peer.club, evidence=False)
+            await write_restore_guard(records, claim)
+            continue
+        for evidence in (False, True):
+            guard = await read_restore_guard(records, log, evidence=evidence)
+            if guard is not None and (
+                guard.seq <= held or (guard.club == peer.club and not evidence)
+            ):
+                await clear_restore_guard(records, log, evidence=evidence)
+
+
+async def _evidence(
+    rt: Runtime,
+    peer: PeerRecord,
+    ingest: Ingest,
+    batch: Batch,
+    taken: int,
+    error: FederationError,
+) -> None:
+    """A batch of our own log that we could not take: if it holds a validly signed
+    event of ours beyond our head, that is evidence that this node lost writes (a
+    restore from an old backup), and the log is held back until it has caught up
+    (protocol.md §3.6). A fork is its own evidence (the log is frozen); junk, or an
+    event that does not verify, is no evidence of anything."""
+    if isinstance(error, ForkError) or rt.logs.get(batch.log) is None:
+        return
+    if rt.logs[batch.log].club != rt.club:
+        return
+    head = ingest.heads.get(batch.log)
+    held = head.seq if head else 0
+    rest = batch.events[taken:]
+    # At most two signature checks a failed batch (and a failed batch ends the round).
+    for signed, _ in dict.fromkeys([rest[0], rest[-1]] if rest else []):
+        try:
+            header = canonical.decode_header(signed)
+            if header.club != rt.club or header.log != batch.log or header.seq <= held:
+                continue
+            verify_event(signed, None, rt.authorized)
+        except InvalidEventError:
+            continue
+        guard = RestoreGuard(batch.log, header.seq, peer.name, peer.club, evidence=True)
+        await write_restore_guard(rt.store, guard)
+        return
 
 
 def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerStatus:
@@ -147,6 +263,8 @@ def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerSt
         received=status.received + result.added,
         known=result.digest if result.complete else None,
         last_error="" if result.complete else status.last_error,
+        quota_warning="; ".join(result.warnings) or status.quota_warning,
+        quota_warning_us=now_us if result.warnings else status.quota_warning_us,
     )
 
 
@@ -160,6 +278,7 @@ async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str]
     status = peer.status
     backoff = BACKOFF_FIRST_S
     while True:
+        started = asyncio.get_running_loop().time()
         try:
             result = await sync_round(
                 rt, transport, known=status.known, wait_s=LONG_POLL_S if status.known else 0.0
@@ -184,7 +303,16 @@ async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str]
             await asyncio.sleep(backoff * jitter(0.5, 1.0))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
             continue
-        backoff = BACKOFF_FIRST_S
+        if result.complete or result.added:
+            backoff = BACKOFF_FIRST_S
+        else:
+            # The peer shows events it does not send (a bare claim, a log it will not
+            # serve): wait as after a failure, or its frontier would spin us (§6.2).
+            await asyncio.sleep(backoff * jitter(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+        if not (result.changed or result.added):  # "unchanged" early: do not spin (§6.5)
+            early_s = started + MIN_POLL_INTERVAL_S - asyncio.get_running_loop().time()
+            await asyncio.sleep(max(0.0, early_s))
         status = status_after(status, result, rt.clock())
         if result.changed or result.added:
             await rt.store.set_peer_status(peer.club, status)

@@ -16,13 +16,16 @@ from collections.abc import AsyncIterator, Sequence
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
-from federation.core.events import Head, VerifiedRun, verify_event, verify_run
+from federation.core.events import Head, VerifiedEvent, VerifiedRun, verify_event, verify_run
 from federation.core.keys import KeyAuthority
 from federation.core.log import fork_between
 from federation.errors import FederationError, ForkError, InvalidEventError
+from federation.node import projector
 from federation.node.system import Clock
 from federation.node.tasks import open_task_group
 from federation.store.base import ForkRecord, LogRecord, Store
+from federation.sync import quota as quotas
+from federation.sync.quota import Quota, Refusal
 
 # Events per transaction: one durable commit (an fsync) per this many events keeps
 # the commit cost small per event, while a crash loses at most this much re-fetchable
@@ -39,10 +42,14 @@ class Ingest:
         *,
         allow_private: bool = False,
         group: asyncio.TaskGroup | None = None,
+        quota: Quota | None = None,
     ) -> None:
         """`allow_private`: take private logs (an import of our own backup), never from a peer.
         `group`: where a commit runs while the next batch is verified (`open_ingest`);
-        without one, each commit is awaited where it is made."""
+        without one, each commit is awaited where it is made. `quota`: what a peer's
+        answer may add (protocol.md §6.4); None for an import, which the operator chose."""
+        self.quota = quota
+        self.refused: dict[bytes, Refusal] = {}  # log -> why it was not taken
         self.store = store
         self._group = group
         self.allow_private = allow_private
@@ -54,6 +61,8 @@ class Ingest:
         self.added = 0
         self.already = 0
         self.forks: list[ForkError] = []
+        self.filled = 0  # missing payloads filled in (§6.3)
+        self.erased = 0  # payloads erased by the erasure events taken (§3.5)
         self._pending: list[VerifiedRun] = []
         self._pending_events = 0
         self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
@@ -85,6 +94,8 @@ class Ingest:
         names that club, so a peer cannot fill our store with clubs nobody uses."""
         if club in self.genesis:
             return
+        if self.quota is not None and self.quota.refuse_club(club) is not None:
+            return  # a blocked club: its logs are refused, and reported, as they come
         if len(self._offered) >= limit:
             raise InvalidEventError("peer offered more clubs than the logs it was asked for")
         self._offered[club] = genesis
@@ -98,6 +109,13 @@ class Ingest:
             raise InvalidEventError("log id is not the hash of its descriptor", log=log)
         if d.audience.kind == "private" and not self.allow_private:
             raise InvalidEventError("a private log never leaves its node", log=log)
+        if self.quota is not None:  # before anything is kept or verified (§6.4)
+            refusal = None
+            if d.club in self.quota.blocked or await self._record(log) is None:
+                refusal = self.quota.check(log, d.club, new_club=d.club not in self.genesis)
+            if refusal is not None:
+                self.refused[log] = refusal
+                return
         if d.club not in self.genesis and d.club in self._offered:
             genesis = self._offered[d.club]
             if canonical.club_id(genesis) != d.club:
@@ -110,13 +128,24 @@ class Ingest:
         elif await self._record(log) is None:
             self._unstored[log] = (descriptor, d.club)
 
-    def _keep_new_log(self, log: bytes) -> None:
-        """The first event of a log from a peer verified: keep its club and log with it."""
+    def _keep_new_log(self, log: bytes) -> bool:
+        """The first event of a log from a peer verified: keep its club and log with it,
+        unless a quota refuses them now (False): then nothing of the log is stored."""
         descriptor, club = self._unstored.pop(log)
+        if self.quota is not None:
+            refusal = self.quota.take(log, club, new_club=club not in self.genesis)
+            if refusal is not None:
+                self.refused[log] = refusal
+                return False
         if club not in self.genesis:
             self._new_clubs[club] = self._offered.pop(club)
             self.genesis[club] = self._candidates.pop(club)
         self._new_logs[log] = descriptor
+        return True
+
+    def warnings(self) -> list[str]:
+        """What was refused over a quota or as blocked: warnings, not errors (§6.4)."""
+        return quotas.warnings(self.refused)
 
     async def _record(self, log: bytes) -> LogRecord | None:
         """The log as the store held it when this ingest began. Read in one query: one
@@ -150,8 +179,11 @@ class Ingest:
         """Verify a run of one log and queue its valid prefix.
 
         Returns how many of the events were taken (queued or already held) and the
-        error that stopped the rest, if any.
+        error that stopped the rest, if any. A refused log's events are skipped: none
+        taken, no error (the rest of the answer still lands).
         """
+        if log in self.refused:
+            return 0, None
         head = await self._head(log)
         if log in self.frozen:
             return 0, InvalidEventError("log is frozen after a fork; not taking more", log=log)
@@ -171,8 +203,8 @@ class Ingest:
         verified, error = verify_run(
             log, head, events[start:], self.authorized, club=self.clubs[log]
         )
-        if verified and log in self._unstored:
-            self._keep_new_log(log)
+        if verified and log in self._unstored and not self._keep_new_log(log):
+            return 0, None  # over a quota: nothing of it is stored
         if verified:
             self.heads[log] = verified.head
             self._pending.append(verified)
@@ -191,6 +223,8 @@ class Ingest:
             return InvalidEventError("held event missing from the store", log=log, seq=seq)
         if held.signed == signed:
             self.already += 1
+            if held.payload is None and payload is not None:
+                return await self._fill(log, seq, held, payload)
             return None
         try:  # a fork counts only if the other event is validly signed
             theirs = verify_event(signed, payload, self.authorized)
@@ -224,6 +258,24 @@ class Ingest:
         self.forks.append(fork)
         return fork
 
+    async def _fill(
+        self, log: bytes, seq: int, held: VerifiedEvent, payload: bytes
+    ) -> FederationError | None:
+        """The same event with the payload we lack (protocol.md §6.3): from any peer,
+        kept if it matches the header's hash and size and is missing here, not erased
+        by its origin or wiped here (the store decides, `fill_payload`)."""
+        h = held.header
+        if len(payload) != h.payload_size or canonical.sha256(payload) != h.payload_hash:
+            return InvalidEventError(
+                "payload does not match its header's hash and size",
+                club=h.club,
+                log=log,
+                seq=seq,
+            )
+        if await self.store.fill_payload(log, seq, payload):
+            self.filled += 1
+        return None
+
     async def flush(self, *, wait: bool = True) -> None:
         """Commit what is queued. With wait=False the commit runs while the caller
         goes on verifying; the next flush waits for it first, so commits stay in order."""
@@ -236,7 +288,7 @@ class Ingest:
             logs, self._new_logs = self._new_logs, {}
             self.added += self._pending_events
             self._pending_events = 0
-            commit = self.store.append_runs(batch, clubs=clubs, logs=logs)
+            commit = self._append(batch, clubs, logs)
             if self._group is None:
                 await commit
             else:
@@ -245,20 +297,37 @@ class Ingest:
             task, self._commit = self._commit, None
             await task
 
+    async def _append(
+        self, batch: list[VerifiedRun], clubs: dict[bytes, bytes], logs: dict[bytes, bytes]
+    ) -> None:
+        self.erased += await self.store.append_runs(batch, clubs=clubs, logs=logs)
+
     async def aclose(self) -> None:
-        """Commit everything queued (call on success and on error alike)."""
+        """Commit everything queued (call on success and on error alike). Where a
+        payload was erased or filled in, the views fold its log again now, so no
+        erased text stays in their saved rows (the store already reset their read
+        position, so they never show it meanwhile: node.projector)."""
         await self.flush()
+        if self.erased or self.filled:
+            await projector.catch_up(self.store)
 
 
 @contextlib.asynccontextmanager
 async def open_ingest(
-    store: Store, genesis: dict[bytes, Genesis], clock: Clock, *, allow_private: bool = False
+    store: Store,
+    genesis: dict[bytes, Genesis],
+    clock: Clock,
+    *,
+    allow_private: bool = False,
+    quota: Quota | None = None,
 ) -> AsyncIterator[Ingest]:
     """An Ingest whose background commits are owned by a TaskGroup; on leaving, what
     is queued is committed, on success and on error alike (a valid prefix is kept:
     DESIGN principle 14)."""
     async with open_task_group() as group:
-        ingest = Ingest(store, genesis, clock, allow_private=allow_private, group=group)
+        ingest = Ingest(
+            store, genesis, clock, allow_private=allow_private, group=group, quota=quota
+        )
         try:
             yield ingest
         finally:

@@ -28,6 +28,7 @@ from federation.core.events import VerifiedEvent, sign_event
 from federation.core.keys import KeyAuthority, KeyCheck
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
 from federation.core.payloads import make_payload
+from federation.core.selection import roster_log_id
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
 from federation.node.keyfile import (
     MIN_PASSPHRASE_CHARS,
@@ -40,7 +41,7 @@ from federation.node.keyfile import (
 )
 from federation.node.system import Clock, random_bytes, system_clock
 from federation.store.base import LogRecord, Store
-from federation.store.meta import read_restore_guard
+from federation.store.meta import holding_back
 from federation.store.sqlite import SqliteStore
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -125,6 +126,7 @@ async def init_node(
     plain_http: bool = False,
     passphrase_file: str = "",
     clock: Clock = system_clock,
+    feed_listen: str = "",
 ) -> bytes:
     """Create a node directory for a new club; returns the club id. Never overwrites.
     `passphrase_file`: where the running node will read the passphrase (unattended)."""
@@ -151,6 +153,7 @@ async def init_node(
         passphrase="none" if passphrase is None else "file" if passphrase_file else "prompt",
         plain_http=plain_http,
         passphrase_file=passphrase_file,
+        feed_listen=feed_listen,
     )
     parse_config(text)  # what we write must be what we read
     root.mkdir(parents=True, exist_ok=True)
@@ -288,20 +291,26 @@ class Node:
         record = await self.own_log(audience, log_name)
         if record.frozen:
             raise UsageError(
-                f"log {record.name!r} is frozen after a fork (see `federation status`); "
-                "post into another log"
+                f"log {record.name!r} is frozen after a fork: two different events signed "
+                "with this club's key hold one seq of it (this node was restored from an "
+                "old backup and wrote again, or the key is used elsewhere); nothing more "
+                "can be added to it. The proof is in `federation status`; post into "
+                "another log (`--log NAME`), and if the key may be stolen, rotate it"
             )
-        guard = await read_restore_guard(self.store, record.id)
         held = record.head.seq if record.head else 0
-        if guard is not None and guard.seq > held:
-            # protocol.md §3.6: a peer holds this log beyond our head, so this node was
-            # restored from an old backup; writing now would fork the club's own log.
-            raise UsageError(
-                f"log {record.name!r} is behind what peer {guard.peer or '?'} holds "
-                f"(seq {guard.seq}, here {held}): this node looks restored from an old backup; run "
-                "`federation sync` to catch up before posting (if that peer misreports, "
-                "pause it with `federation peers pause`)"
-            )
+        # protocol.md §3.6: a peer sent a validly signed event of ours beyond our head,
+        # so this node lost writes (restored from an old backup); writing now would
+        # fork the club's own log. A bare claim never gets here (DESIGN principle 15),
+        # and the roster log is never held back: `peers remove` must always work.
+        if record.id != roster_log_id(self.club):
+            guard = await holding_back(self.store, record.id, held)
+            if guard is not None:
+                raise UsageError(
+                    f"log {record.name!r} is behind what peer {guard.peer or '?'} holds "
+                    f"(a signed event of ours at seq {guard.seq}, here {held}): this node "
+                    "looks restored from an old backup; run `federation sync` to catch up "
+                    "before posting (pausing or removing that peer lifts this)"
+                )
         event = sign_event(
             key,
             club=self.club,

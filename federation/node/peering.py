@@ -57,6 +57,10 @@ async def add(node: Node, text: str) -> PeerRecord:
     club = found.club
     if club == node.club:
         raise UsageError("that is this club's own invite; add another club's")
+    if club in await node.store.blocked():
+        raise UsageError(
+            f"club {club.hex()} is blocked here: `federation unblock {club.hex()[:12]}` first"
+        )
     existing = {p.club: p for p in await node.store.peers()}
     genesis = bytes.fromhex(found.genesis)
     await node.store.put_club(club, genesis)

@@ -16,6 +16,7 @@ from typing import Protocol
 from federation.core.events import VerifiedEvent
 from federation.store.base import PAGE_EVENTS, LogStore, ProjectionUpdate, ViewStore
 from federation.views import projection
+from federation.views.campaigns import shown
 from federation.views.projection import Item, Key
 
 
@@ -57,7 +58,12 @@ async def _fold_past_positions(
 ) -> tuple[dict[Key, Item], dict[bytes, int], int]:
     """The items that the events past the saved read positions change (folded on
     from the saved items they touch), each such log's new position, and how many
-    events were read. Saves nothing."""
+    events were read. Saves nothing.
+
+    A log without a read position is folded from its start, from nothing: its items
+    then replace all the saved ones of that log (`_replaced`). The store drops a
+    log's position where its payloads change other than by an append (an erasure
+    by the origin, a payload filled in: protocol.md §3.5, §6.3)."""
     positions = await store.projection_positions()
     items: dict[Key, Item] = {}
     moved: dict[bytes, int] = {}
@@ -66,17 +72,42 @@ async def _fold_past_positions(
         at = positions.get(record.id, 0)
         if record.head is None or record.head.seq <= at:
             continue
-        moved[record.id] = await _fold_log(store, record.id, at, items, preload=True)
+        moved[record.id] = await _fold_log(store, record.id, at, items, preload=at > 0)
         read += moved[record.id] - at
     return items, moved, read
+
+
+def _from_start(moved: dict[bytes, int], positions: dict[bytes, int]) -> set[bytes]:
+    return {log for log in moved if positions.get(log, 0) == 0}
+
+
+async def _replaced(
+    store: ViewSource, logs: set[bytes], items: dict[Key, Item]
+) -> dict[Key, bytes | None]:
+    """Deletions for the saved items of `logs` that a fold from their start (`items`)
+    no longer holds: what an erasure took out of a view leaves its saved rows."""
+    if not logs:
+        return {}
+    stale: dict[Key, bytes | None] = {}
+    for name in projection.VIEWS:
+        for key, data in (await store.projection_items(name)).items():
+            if (name, key) not in items and projection.log_of(
+                projection.decode_item(name, data)
+            ) in logs:
+                stale[(name, key)] = None
+    return stale
 
 
 async def catch_up(store: ViewSource) -> int:
     """Bring the saved projections up to every log's head; returns how many events
     were read. For writers: a reader uses `items`, which saves nothing."""
+    positions = await store.projection_positions()
     items, moved, read = await _fold_past_positions(store)
     if moved:
-        encoded = {key: projection.encode_item(item) for key, item in items.items()}
+        encoded: dict[Key, bytes | None] = await _replaced(
+            store, _from_start(moved, positions), items
+        )
+        encoded.update((key, projection.encode_item(item)) for key, item in items.items())
         await store.save_projection(ProjectionUpdate(encoded, moved))
     return read
 
@@ -93,23 +124,19 @@ async def rebuild(store: ViewSource) -> int:
 
 
 async def erase(store: ViewSource, event: VerifiedEvent) -> None:
-    """Drop an event's payload and re-derive the projection item it had shaped."""
+    """Wipe an event's payload here and re-derive the projection items of its log."""
     await catch_up(store)
-    key = projection.key_of(event)  # computed before erasing: a campaign step names its key
-    update = None
-    if key is not None:
-        # Refold the item from its log as a rebuild would after the erase, then store
-        # both in one transaction: erased text must not survive in a projection.
-        items: dict[Key, Item] = {}
-        after = 0
-        while page := await store.events(event.header.log, after, PAGE_EVENTS):
-            projection.fold(items, [_without_payload(e, event.id) for e in page])
-            after = page[-1].header.seq
-        value = items.get(key)
-        update = ProjectionUpdate(
-            {key: None if value is None else projection.encode_item(value)}, {}
-        )
-    await store.erase(event.id, update)
+    # Refold the log as a rebuild would after the erase, then store both in one
+    # transaction: erased text must not survive in a projection.
+    log = event.header.log
+    items: dict[Key, Item] = {}
+    after = 0
+    while page := await store.events(log, after, PAGE_EVENTS):
+        projection.fold(items, [_without_payload(e, event.id) for e in page])
+        after = page[-1].header.seq
+    encoded = await _replaced(store, {log}, items)
+    encoded.update((key, projection.encode_item(item)) for key, item in items.items())
+    await store.erase(event.id, ProjectionUpdate(encoded, {log: after}))
 
 
 def _without_payload(event: VerifiedEvent, erased: bytes) -> VerifiedEvent:
@@ -121,8 +148,24 @@ def _without_payload(event: VerifiedEvent, erased: bytes) -> VerifiedEvent:
 async def items(store: ViewSource, name: str) -> list[Item]:
     """The items of view `name` (by key), caught up to every log's head in memory:
     nothing is saved, so a reader that may not write can call it."""
-    changed, _, _ = await _fold_past_positions(store)
+    positions = await store.projection_positions()
+    changed, moved, _ = await _fold_past_positions(store)
+    replaced = _from_start(moved, positions)
     saved = await store.projection_items(name)
     merged = {key: projection.decode_item(name, data) for key, data in saved.items()}
+    merged = {k: v for k, v in merged.items() if projection.log_of(v) not in replaced}
     merged.update((key, item) for (view, key), item in changed.items() if view == name)
     return [merged[key] for key in sorted(merged)]
+
+
+async def campaigns(store: ViewSource) -> list[projection.CampaignItem]:
+    """The campaigns as they may be shown: unknown where a step's payload is
+    missing here (views.campaigns.shown)."""
+    gaps = {
+        g.log: g for g in await items(store, projection.GAPS) if isinstance(g, projection.GapItem)
+    }
+    return [
+        shown(c, gaps.get(c.log))
+        for c in await items(store, projection.CAMPAIGNS)
+        if isinstance(c, projection.CampaignItem)
+    ]

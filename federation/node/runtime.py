@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
 from federation.core.crypto import SigningKey
 from federation.core.events import Head
 from federation.core.keys import KeyAuthority
-from federation.core.selection import Roster, fold_roster, may_receive, roster_log_id
+from federation.core.selection import KnownRoster, fold_roster, may_receive, roster_log_id
 from federation.node.node import Node
 from federation.node.system import Clock
 from federation.store import base as store_base
 from federation.store.base import LogRecord, PeerRecord, Store
 from federation.sync.auth import ReplayGuard
+from federation.sync.quota import Limits, Quota
 
 # How often to look for commits by other processes (e.g. `federation post`): a new
 # event reaches the peers' long-polls within about this long.
@@ -40,13 +42,21 @@ class Runtime:
         self.changed = asyncio.Condition()
         self.logs: dict[bytes, LogRecord] = {}
         self.peers: dict[bytes, PeerRecord] = {}
-        self.rosters: dict[bytes, Roster] = {}
+        # None: the club's roster is unknown here (a roster payload is missing), §5.4
+        self.rosters: dict[bytes, KnownRoster] = {}
         self.genesis: dict[bytes, Genesis] = {}
         self.genesis_raw: dict[bytes, bytes] = {}
         self.version = 0
         self.closing = False  # set at shutdown: long-polls answer at once
+        self.blocked: frozenset[bytes] = frozenset()  # clubs the operator blocked
+        # Logs a round refused for good (a blocked club, a quota reached): later rounds
+        # do not ask for them again (protocol.md §6.3). Asked once more after a restart.
+        self.refused: set[bytes] = set()
+        self.limits = Limits()  # the quotas of sync.quota; a test may choose smaller ones
         self._data_version = -1
         self._roster_heads: dict[bytes, Head | None] = {}  # each roster's log at its fold
+        # Logs with a payload wiped here: served up to this head only (§3.5; None: none)
+        self.caps: dict[bytes, Head | None] = {}
 
     async def refresh(self, *, appended_only: bool = False) -> None:
         """Reload the caches from the store and wake everyone waiting for a change.
@@ -64,28 +74,46 @@ class Runtime:
         self.node.genesis = self.genesis
         self.logs = {r.id: r for r in await self.store.logs()}
         self.peers = {p.club: p for p in await self.store.peers()}
-        rosters: dict[bytes, Roster] = {}
+        blocked = frozenset(await self.store.blocked())
+        if blocked != self.blocked:  # an unblocked club's logs may be asked for again
+            self.refused.clear()
+        self.blocked = blocked
+        rosters: dict[bytes, KnownRoster] = {}
         heads: dict[bytes, Head | None] = {}  # the last roster event folded, per club
         for club in list(self.genesis):  # shared with the node: peering.add may add to it
             log = roster_log_id(club)
             if log not in self.logs:
                 continue
             roster: set[bytes] = set()
+            known = True
             folded = self._roster_heads.get(club)
+            before = self.rosters.get(club)
+            # An unknown roster stays unknown on an append: only a refold (after a
+            # payload is filled in, which is not an append) can make it known.
             if not (appended_only and club in self.rosters and folded is not None):
                 folded = None
             elif folded == self.logs[log].head:
-                rosters[club], heads[club] = self.rosters[club], folded
+                rosters[club], heads[club] = before, folded
                 continue
+            elif before is None:
+                known = False
             else:
-                roster = set(self.rosters[club])  # fold on from where it was
+                roster = set(before)  # fold on from where it was
             # Not imported by name: this module's constants are its §6.4 sync limits.
             page_events = store_base.PAGE_EVENTS
             while page := await self.store.events(log, folded.seq if folded else 0, page_events):
-                fold_roster(roster, page)
+                known = fold_roster(roster, page) and known
                 folded = Head(page[-1].header.seq, page[-1].id)
-            rosters[club], heads[club] = frozenset(roster), folded
+            # protocol.md §5.4: a roster event without its payload makes the roster
+            # unknown, and an unknown roster lets nobody but its club in.
+            rosters[club], heads[club] = (frozenset(roster) if known else None), folded
         self.rosters, self._roster_heads = rosters, heads
+        caps: dict[bytes, Head | None] = {}
+        for log, seq in (await self.store.local_erasures()).items():
+            wiped = await self.store.event_at(log, seq)
+            if wiped is not None:
+                caps[log] = Head(seq - 1, wiped.header.prev) if seq > 1 else None
+        self.caps = caps
         self.version += 1
         async with self.changed:
             self.changed.notify_all()
@@ -124,11 +152,45 @@ class Runtime:
             log: r
             for log, r in self.logs.items()
             if r.head is not None
+            and r.club not in self.blocked  # never relayed (dropped from the store too)
             and may_receive(r.audience, r.club, requester, our_peers=peers, rosters=self.rosters)
         }
 
+    def quota(self) -> Quota:
+        """What one answer of a peer may add (protocol.md §6.4), counted from the
+        caches; its lasting refusals go into `refused`."""
+        logs_of = Counter(r.club for r in self.logs.values() if r.club != self.club)
+        return Quota(
+            clubs=len(self.genesis.keys() - {self.club}),
+            logs=sum(logs_of.values()),
+            logs_of=logs_of,
+            own=self.club,
+            peers=self.active_peers(),
+            blocked=self.blocked,
+            limits=self.limits,
+            lasting=self.refused,
+        )
+
     def heads(self, records: dict[bytes, LogRecord]) -> dict[bytes, Head]:
-        return {log: r.head for log, r in records.items() if r.head is not None}
+        """The heads we serve: a log with a payload wiped here (not by its origin) is
+        served only up to the event before it (protocol.md §3.5, `served_up_to`)."""
+        heads = {log: r.head for log, r in records.items() if r.head is not None}
+        for log, cap in self.caps.items():
+            if log in heads:
+                if cap is None:
+                    del heads[log]
+                elif cap.seq < heads[log].seq:
+                    heads[log] = cap
+        return heads
+
+    def served_up_to(self, log: bytes) -> int | None:
+        """The last seq of `log` we serve, if a payload wiped here cuts it short: we
+        serve neither that event without its payload (peers would take it as missing
+        everywhere, or worse) nor what follows it, which needs it in the chain."""
+        if log not in self.caps:
+            return None
+        cap = self.caps[log]
+        return 0 if cap is None else cap.seq
 
     def authorized(self, club: bytes, key: bytes) -> bool:
         """protocol.md §2.2, decided by `core.keys`, over the clubs this node holds."""

@@ -12,16 +12,24 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from federation.node.runtime import Runtime
 from federation.node.system import Clock
+from federation.store.meta import record_delivery
 from federation.sync import serve
-from federation.sync.messages import Frontier, Message, Want
+from federation.sync.messages import Done, Frontier, Message, Want
 
 
 async def frontier(
-    rt: Runtime, requester: bytes | None, known: bytes, wait_s: float, *, clock: Clock | None = None
+    rt: Runtime,
+    requester: bytes | None,
+    known: bytes,
+    wait_s: float,
+    *,
+    after: bytes = b"",
+    clock: Clock | None = None,
 ) -> Frontier:
     """The requester's frontier once it differs from `known`, or after `wait_s`
     seconds by `clock` (the runtime's by default), or at shutdown: the long-poll
-    (protocol.md §6.5). The caller bounds `wait_s`."""
+    (protocol.md §6.5). The caller bounds `wait_s`. `after`: the page after this
+    log id (§6.1), answered at once: only a first page waits."""
     now = clock or rt.clock
     wait_us = max(0, round(wait_s * 1_000_000))
     deadline_us = now() + wait_us
@@ -30,8 +38,8 @@ async def frontier(
         digest, heads = serve.frontier(rt.heads(rt.visible(requester)).items())
         # Never past the wait asked for, even if the clock steps back meanwhile.
         remaining_us = min(deadline_us - now(), wait_us)
-        if digest != known or remaining_us <= 0 or rt.closing:
-            return serve.answer(digest, heads, known)
+        if after or digest != known or remaining_us <= 0 or rt.closing:
+            return serve.answer(digest, heads, known, after)
         await rt.wait_changed(version, remaining_us / 1_000_000)
 
 
@@ -41,13 +49,32 @@ def events(rt: Runtime, requester: bytes | None, want: Want) -> AsyncGenerator[M
     status to answer); the answer is read from the store as it is sent."""
     visible = rt.visible(requester)
     plan = serve.plan(want, rt.heads(visible))
-    return _read(rt.store.raw_events, serve.stream(plan, visible, rt.genesis_raw))
+    sent: dict[bytes, int] = {}  # our own logs: the last seq this answer sent
+
+    async def read(log: bytes, after: int, limit: int) -> serve.Page:
+        page = await rt.store.raw_events(log, after, limit)
+        up_to = rt.served_up_to(log)  # a payload wiped here: not beyond it (§3.5)
+        if up_to is not None:
+            page = [e for e in page if e.seq <= up_to]
+        if page and requester is not None and visible[log].club == rt.club:
+            sent[log] = page[-1].seq
+        return page
+
+    async def delivered() -> None:
+        # What `erase` reports: which clubs our events reached (store.meta).
+        for log, seq in sent.items():
+            assert requester is not None
+            await record_delivery(rt.store, requester, log, seq)
+
+    return _read(read, serve.stream(plan, visible, rt.genesis_raw), delivered)
 
 
 ReadPage = Callable[[bytes, int, int], Awaitable[serve.Page]]
 
 
-async def _read(read: ReadPage, answer: serve.Answer) -> AsyncGenerator[Message, None]:
+async def _read(
+    read: ReadPage, answer: serve.Answer, before_done: Callable[[], Awaitable[None]]
+) -> AsyncGenerator[Message, None]:
     """Drive the answer's plan against the store: pages in, messages out."""
     reply: serve.Page | None = None
     while True:
@@ -59,4 +86,6 @@ async def _read(read: ReadPage, answer: serve.Answer) -> AsyncGenerator[Message,
             reply = await read(item.log, item.after, item.limit)
         else:
             reply = None
+            if isinstance(item, Done):
+                await before_done()
             yield item

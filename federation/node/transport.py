@@ -31,9 +31,12 @@ class PeerTransport(Protocol):
     @property
     def peer(self) -> PeerRecord: ...
 
-    async def frontier(self, known: bytes | None, wait_s: float) -> Message:
-        """The answer to a frontier request: a Frontier, or an Error, or anything a
-        hostile peer sends (the session judges it)."""
+    async def frontier(
+        self, known: bytes | None, wait_s: float, after: bytes | None = None
+    ) -> Message:
+        """The answer to a frontier request (`after`: the page after this log id,
+        §6.1): a Frontier, or an Error, or anything a hostile peer sends (the session
+        judges it)."""
         ...
 
     def events(self, want: Want) -> AsyncGenerator[Message, None]:
@@ -55,10 +58,12 @@ class MemoryTransport:
     def peer(self) -> PeerRecord:
         return self._peer
 
-    async def frontier(self, known: bytes | None, wait_s: float) -> Message:
+    async def frontier(
+        self, known: bytes | None, wait_s: float, after: bytes | None = None
+    ) -> Message:
         try:
             answer: Message = await serving.frontier(
-                self.server, self.me, known or b"", max(wait_s, 0.0)
+                self.server, self.me, known or b"", max(wait_s, 0.0), after=after or b""
             )
         except RemoteProtocolError as exc:
             answer = Error(exc.code, exc.message)

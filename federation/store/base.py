@@ -15,6 +15,18 @@ Rules every implementation keeps (protocol.md §3.4, §3.5):
   nothing changes. Appends to a frozen (forked) log raise InvalidEventError.
 - Once `append` returns, the events survive a crash (durable commit).
 - `erase` drops a payload and keeps the header, so the chain still verifies.
+- An appended erasure event (kind erasure) that erases an earlier event of its log
+  (`core.payloads.erases`, protocol.md §3.5) drops that payload in the same
+  transaction, records the event as erased by its origin, and resets the log's view
+  read position (the views fold the log again): a crash never leaves it served.
+- An event held without its payload, not erased, is *missing*: `missing_payloads`
+  lists it, and `fill_payload` may store it later (the caller checked it against the
+  header's hash and size); an erased payload (by its origin, or wiped here with
+  `erase`) is never stored again.
+- `block_club` drops a club's logs, events and genesis and records it as blocked, in
+  one transaction; from then on `put_club`, `put_log` and `append_runs` refuse that
+  club's genesis and logs with InvalidEventError (protocol.md §6.3). Fork records
+  are kept (evidence is never deleted).
 """
 
 from __future__ import annotations
@@ -76,6 +88,10 @@ class PeerStatus(msgspec.Struct, frozen=True):
     last_error: str = ""
     last_error_us: int = 0
     known: bytes | None = None  # digest of the peer's frontier after our last complete round
+    # The last round that refused clubs or logs over a quota (protocol.md §6.4): kept
+    # until a later round refuses some again, so an operator sees it and can block.
+    quota_warning: str = ""
+    quota_warning_us: int = 0
 
 
 class PeerRecord(msgspec.Struct, frozen=True):
@@ -116,11 +132,12 @@ class LogStore(Protocol):
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         """The same for runs (bulk ingest): each must follow its log's head
         (`core.log.rest_to_append` decides, protocol.md §3.4). `clubs` (id -> genesis)
         and `logs` (id -> descriptor) are put first, in the same transaction: a peer's
-        new log is kept with its first events or not at all."""
+        new log is kept with its first events or not at all. Returns how many payloads
+        the appended erasure events erased (§3.5)."""
         ...
 
     async def events(
@@ -137,8 +154,42 @@ class LogStore(Protocol):
         shaped: a crash can never leave erased text in a projection."""
         ...
 
+    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+        """Store the missing payload of the event at (log, seq), already checked
+        against its header; if it is an erasure, apply it. False (nothing changes)
+        unless that payload is missing here: held, or erased by origin or here."""
+        ...
+
+    async def missing_payloads(self) -> dict[bytes, int]:
+        """Each log holding events whose payload is missing (not erased), with the
+        lowest such seq: what a sync round asks its peer for again (§6.3)."""
+        ...
+
+    async def erasures(self, log: bytes) -> dict[int, bool]:
+        """The seqs of `log` whose payload is erased: True by its origin (an erasure
+        event is held), False wiped here only."""
+        ...
+
+    async def local_erasures(self) -> dict[bytes, int]:
+        """Each log with a payload wiped here (not by its origin), with the lowest
+        such seq: the node serves that log only up to the event before (§3.5)."""
+        ...
+
     async def record_fork(self, fork: ForkRecord) -> None: ...
     async def forks(self) -> list[ForkRecord]: ...
+
+    async def block_club(self, club: bytes, blocked_us: int) -> int:
+        """Drop the club's logs, events, read positions and genesis, and refuse them
+        from then on, in one transaction. Returns how many events were dropped."""
+        ...
+
+    async def unblock_club(self, club: bytes) -> bool:
+        """Take the club again from peers; False if it was not blocked."""
+        ...
+
+    async def blocked(self) -> dict[bytes, int]:
+        """The blocked clubs, with when each was blocked (microseconds)."""
+        ...
 
 
 class ViewStore(Protocol):

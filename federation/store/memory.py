@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from federation.core import canonical
+from federation.core import canonical, payloads
+from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
 from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
@@ -32,14 +33,23 @@ class MemoryStore:
         self._items: dict[tuple[str, str], bytes] = {}
         self._meta: dict[str, bytes] = {}
         self._peers: dict[bytes, PeerRecord] = {}
+        self._blocked: dict[bytes, int] = {}
+        self._missing: set[tuple[bytes, int]] = set()  # payload-less, not erased
+        self._erased: dict[tuple[bytes, int], bool] = {}  # True: by its origin
         self._closed = False
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("store is closed")
 
+    def _check_not_blocked(self, clubs: Iterable[bytes]) -> None:
+        for club in clubs:
+            if club in self._blocked:
+                raise InvalidEventError("the club is blocked on this node", club=club)
+
     async def put_club(self, club: bytes, genesis: bytes) -> None:
         self._check_open()
+        self._check_not_blocked([club])
         self._clubs.setdefault(club, genesis)
 
     async def clubs(self) -> dict[bytes, bytes]:
@@ -48,6 +58,7 @@ class MemoryStore:
     async def put_log(self, log: bytes, descriptor: bytes) -> None:
         self._check_open()
         if log not in self._logs:
+            self._check_not_blocked([canonical.decode_log(descriptor).club])
             self._logs[log] = descriptor
             self._events[log] = []
 
@@ -71,11 +82,13 @@ class MemoryStore:
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         self._check_open()
         clubs, logs = clubs or {}, logs or {}
         new_clubs = [c for c in clubs if c not in self._clubs]
         new_logs = [log for log in logs if log not in self._logs]
+        self._check_not_blocked(new_clubs)
+        self._check_not_blocked(canonical.decode_log(logs[log]).club for log in new_logs)
         for club in new_clubs:
             await self.put_club(club, clubs[club])
         for log in new_logs:
@@ -106,10 +119,61 @@ class MemoryStore:
             for log in new_logs:
                 del self._logs[log], self._events[log]
             raise
+        erased = 0
         for rest in rests:
             for event in rest.events():
                 self._events[rest.log].append(event)
                 self._by_id[event.id] = (rest.log, event.header.seq)
+                if event.payload is None:
+                    self._missing.add((rest.log, event.header.seq))
+                if event.header.kind == Kind.ERASURE:
+                    erased += self._apply_erasure(rest.log, event.header.seq, event.payload)
+        return erased
+
+    def _apply_erasure(self, log: bytes, seq: int, payload: bytes | None) -> int:
+        """protocol.md §3.5, as the SQLite store's `_apply_erasure`."""
+        named = payloads.erasure_target(seq, payload)
+        if named is None:
+            return 0
+        target = self._events[log][named[0] - 1]
+        if not payloads.erases(named[0], target.id, target.header.kind, named):
+            return 0
+        self._events[log][named[0] - 1] = VerifiedEvent(
+            target.id, target.header, target.signed, None
+        )
+        self._missing.discard((log, named[0]))
+        self._erased[(log, named[0])] = True
+        self._positions.pop(log, None)
+        return 1
+
+    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+        self._check_open()
+        if (log, seq) not in self._missing:
+            return False
+        held = self._events[log][seq - 1]
+        self._events[log][seq - 1] = VerifiedEvent(held.id, held.header, held.signed, payload)
+        self._missing.discard((log, seq))
+        self._positions.pop(log, None)
+        if held.header.kind == Kind.ERASURE:
+            self._apply_erasure(log, seq, payload)
+        return True
+
+    async def missing_payloads(self) -> dict[bytes, int]:
+        lowest: dict[bytes, int] = {}
+        for log, seq in self._missing:
+            if log in self._logs:  # not of a log dropped since (a blocked club's)
+                lowest[log] = min(seq, lowest.get(log, seq))
+        return lowest
+
+    async def erasures(self, log: bytes) -> dict[int, bool]:
+        return {seq: origin for (lg, seq), origin in self._erased.items() if lg == log}
+
+    async def local_erasures(self) -> dict[bytes, int]:
+        lowest: dict[bytes, int] = {}
+        for (log, seq), origin in self._erased.items():
+            if not origin and log in self._logs:
+                lowest[log] = min(seq, lowest.get(log, seq))
+        return lowest
 
     async def append(self, events: Sequence[VerifiedEvent]) -> None:
         await self.append_runs(runs_of(events))
@@ -148,6 +212,8 @@ class MemoryStore:
             return False
         log, seq = where
         held = self._events[log][seq - 1]
+        self._missing.discard((log, seq))
+        self._erased.setdefault((log, seq), False)  # wiped here, unless its origin erased it
         if held.payload is not None:
             self._events[log][seq - 1] = VerifiedEvent(held.id, held.header, held.signed, None)
             if projection is not None:
@@ -162,6 +228,29 @@ class MemoryStore:
 
     async def forks(self) -> list[ForkRecord]:
         return list(self._forks)
+
+    async def block_club(self, club: bytes, blocked_us: int) -> int:
+        self._check_open()
+        dropped = 0
+        for log in [
+            log for log in self._logs if canonical.decode_log(self._logs[log]).club == club
+        ]:
+            for event in self._events.pop(log):
+                del self._by_id[event.id]
+                dropped += 1
+            del self._logs[log]
+            self._frozen.discard(log)
+            self._positions.pop(log, None)
+        self._clubs.pop(club, None)
+        self._blocked.setdefault(club, blocked_us)
+        return dropped
+
+    async def unblock_club(self, club: bytes) -> bool:
+        self._check_open()
+        return self._blocked.pop(club, None) is not None
+
+    async def blocked(self) -> dict[bytes, int]:
+        return dict(self._blocked)
 
     async def projection_positions(self) -> dict[bytes, int]:
         return dict(self._positions)

@@ -79,6 +79,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE event DROP COLUMN id;
     """,
+    # 5: which payload-less events are missing (asked for again, filled in) and which
+    # are erased (by the origin's erasure event, or wiped here), keyed like event
+    # rows. Payloads already absent: a roster event's is missing (it cannot be
+    # erased, protocol.md §3.5); any other was wiped here.
+    f"""
+    CREATE TABLE payload_missing (k INTEGER PRIMARY KEY);
+    CREATE TABLE payload_erased (k INTEGER PRIMARY KEY, origin INTEGER NOT NULL);
+    INSERT INTO payload_missing SELECT k FROM event
+        WHERE payload IS NULL AND substr(signed, {canonical.KIND_OFFSET + 1}, 2) = x'0005';
+    INSERT INTO payload_erased SELECT k, 0 FROM event
+        WHERE payload IS NULL AND substr(signed, {canonical.KIND_OFFSET + 1}, 2) != x'0005';
+    """,
+    # 6: clubs the operator blocked (protocol.md §6.3): their logs are dropped and
+    # refused from then on.
+    """
+    CREATE TABLE blocked (club BLOB PRIMARY KEY, blocked_us INTEGER NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,7 +16,8 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from federation.core import canonical
+from federation.core import canonical, payloads
+from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
 from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
@@ -51,6 +52,12 @@ RUN_STATEMENT_EVENTS = 32
 _KEYS_PER_QUERY = 500
 # How long a writer waits for another process's write (e.g. the CLI while the node runs).
 BUSY_TIMEOUT_MS = 10_000
+
+# An erasure event is found in a run by the low byte of its kind: verified events
+# have known kinds, all under 256.
+_KIND_AT = canonical.KIND_OFFSET
+_KIND_LOW = _KIND_AT + 1
+_ERASURE_KIND = int(Kind.ERASURE)
 
 _status_encoder = msgspec.msgpack.Encoder()
 _status_decoder = msgspec.msgpack.Decoder(PeerStatus)
@@ -185,16 +192,36 @@ class SqliteStore:
     # --- clubs and logs -------------------------------------------------------------
 
     async def put_club(self, club: bytes, genesis: bytes) -> None:
-        await self._write("INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", (club, genesis))
+        async with self._transaction() as db:
+            await self._check_not_blocked(db, [club])
+            await db.execute(
+                "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", (club, genesis)
+            )
+
+    @staticmethod
+    async def _check_not_blocked(db: aiosqlite.Connection, clubs: Sequence[bytes]) -> None:
+        """Refuse a blocked club's genesis and logs (the operator's `block`)."""
+        if not clubs:
+            return
+        rows = list(
+            await db.execute_fetchall(
+                f"SELECT club FROM blocked WHERE club IN ({', '.join('?' * len(clubs))})",
+                clubs,
+            )
+        )
+        if rows:
+            raise InvalidEventError("the club is blocked on this node", club=bytes(rows[0][0]))
 
     async def clubs(self) -> dict[bytes, bytes]:
         rows = await self._db.execute_fetchall("SELECT id, genesis FROM club")
         return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     async def put_log(self, log: bytes, descriptor: bytes) -> None:
-        await self._write(
-            "INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", (log, descriptor)
-        )
+        async with self._transaction() as db:
+            if await db.execute_fetchall("SELECT 1 FROM log WHERE id = ?", (log,)):
+                return  # held already: the descriptor given again is ignored
+            await self._check_not_blocked(db, [canonical.decode_log(descriptor).club])
+            await db.execute("INSERT INTO log (id, descriptor) VALUES (?, ?)", (log, descriptor))
 
     @staticmethod
     def _log_record(row: sqlite3.Row | tuple[object, ...]) -> LogRecord:
@@ -239,11 +266,18 @@ class SqliteStore:
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         runs = [run for run in runs if run.ids]
         if not runs and not clubs and not logs:
-            return
+            return 0
+        erased = 0
         async with self._transaction() as db:
+            if clubs or logs:  # new clubs and logs are few: one query for them all
+                named = {
+                    *(clubs or {}),
+                    *(canonical.decode_log(d).club for d in (logs or {}).values()),
+                }
+                await self._check_not_blocked(db, list(named))
             if clubs:
                 await db.executemany(
                     "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", clubs.items()
@@ -253,11 +287,13 @@ class SqliteStore:
                     "INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", logs.items()
                 )
             if not runs:
-                return
+                return 0
             # log id -> [log number, club, head], kept as the batch goes
             state = await self._append_state(db, runs)
             rows: list[tuple[int, bytes, bytes | None]] = []  # short runs
             statements = []  # long runs, one INSERT_RUN each
+            missing: list[tuple[int]] = []  # row keys of events that came payload-less
+            erasures: list[tuple[int, bytes, int, bytes | None]] = []  # n, log, seq, payload
             for run in runs:
                 at = state[run.log]
                 seq = held_seq(run, at[2])  # None on the hot path: no lookup
@@ -271,6 +307,13 @@ class SqliteStore:
                 if head.seq > MAX_SEQ:
                     raise InvalidEventError("seq beyond what this store holds", log=run.log)
                 first = (at[0] << SEQ_BITS) | run.first
+                if None in run.payloads:  # a tuple scan in C: nothing on the hot path
+                    missing += [(first + i,) for i, p in enumerate(run.payloads) if p is None]
+                erasures += [
+                    (at[0], run.log, run.first + i, run.payloads[i])
+                    for i, signed in enumerate(run.signed)
+                    if signed[_KIND_LOW] == _ERASURE_KIND
+                ]
                 if len(run) >= RUN_STATEMENT_EVENTS:
                     statements.append(run_parameters(first, run))
                 else:
@@ -289,6 +332,15 @@ class SqliteStore:
                 "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
                 [(head.seq, head.id, n) for n, _, head in state.values()],
             )
+            if missing:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO payload_missing (k) VALUES (?)", missing
+                )
+            for n, log, seq, payload in erasures:
+                erased += await self._apply_erasure(db, n, log, seq, payload)
+        if erased:
+            await self._checkpoint()
+        return erased
 
     @staticmethod
     async def _held_id(db: aiosqlite.Connection, n: int, seq: int) -> bytes | None:
@@ -396,14 +448,91 @@ class SqliteStore:
                     "UPDATE event SET payload = NULL WHERE k = ? AND payload IS NOT NULL", keys[:1]
                 )
                 erased = cursor.rowcount
+                # Wiped here, unless its origin erased it already: never asked for again.
+                await db.execute("DELETE FROM payload_missing WHERE k = ?", keys[:1])
+                await db.execute(
+                    "INSERT OR IGNORE INTO payload_erased (k, origin) VALUES (?, 0)", keys[:1]
+                )
             if erased and projection is not None:
                 await self._apply_projection(db, projection)
         if erased:
-            # Move the erased page into the database now and empty the WAL, so the
-            # payload does not wait in the WAL file until the next checkpoint.
-            async with self._writing:
-                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._checkpoint()
         return bool(keys)
+
+    async def _checkpoint(self) -> None:
+        # Move the erased page into the database now and empty the WAL, so the
+        # payload does not wait in the WAL file until the next checkpoint.
+        async with self._writing:
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    @staticmethod
+    async def _apply_erasure(
+        db: aiosqlite.Connection, n: int, log: bytes, seq: int, payload: bytes | None
+    ) -> int:
+        """An erasure event at (log, seq) is held with `payload`: drop the payload it
+        erases, if it erases one (protocol.md §3.5). Inside the caller's transaction.
+        Returns 1 if a payload was dropped or was already gone, else 0."""
+        named = payloads.erasure_target(seq, payload)
+        if named is None:
+            return 0
+        k = (n << SEQ_BITS) | named[0]
+        rows = list(await db.execute_fetchall("SELECT signed FROM event WHERE k = ?", (k,)))
+        if not rows:
+            return 0
+        signed = bytes(rows[0][0])
+        kind = int.from_bytes(signed[_KIND_AT : _KIND_AT + 2])
+        if not payloads.erases(named[0], canonical.event_id(signed), kind, named):
+            return 0
+        await db.execute("UPDATE event SET payload = NULL WHERE k = ?", (k,))
+        await db.execute("DELETE FROM payload_missing WHERE k = ?", (k,))
+        await db.execute("INSERT OR REPLACE INTO payload_erased (k, origin) VALUES (?, 1)", (k,))
+        # The views fold this log again: the erased text leaves them (node.projector).
+        await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
+        return 1
+
+    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+        n = await self._log_number(log)
+        if n is None or not 1 <= seq <= MAX_SEQ:
+            return False
+        k = (n << SEQ_BITS) | seq
+        async with self._transaction() as db:
+            if not list(
+                await db.execute_fetchall("SELECT 1 FROM payload_missing WHERE k = ?", (k,))
+            ):
+                return False  # held, or erased by its origin or here: never stored again
+            await db.execute(
+                "UPDATE event SET payload = ? WHERE k = ? AND payload IS NULL", (payload, k)
+            )
+            await db.execute("DELETE FROM payload_missing WHERE k = ?", (k,))
+            await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
+            erased = await self._apply_erasure(db, n, log, seq, payload)
+        if erased:
+            await self._checkpoint()
+        return True
+
+    async def missing_payloads(self) -> dict[bytes, int]:
+        rows = await self._db.execute_fetchall(
+            f"SELECT log.id, min(m.k) & {MAX_SEQ} FROM payload_missing AS m "
+            f"JOIN log ON log.n = m.k >> {SEQ_BITS} GROUP BY log.n"
+        )
+        return {bytes(r[0]): int(r[1]) for r in rows}
+
+    async def erasures(self, log: bytes) -> dict[int, bool]:
+        n = await self._log_number(log)
+        if n is None:
+            return {}
+        base = n << SEQ_BITS
+        rows = await self._db.execute_fetchall(
+            "SELECT k, origin FROM payload_erased WHERE k > ? AND k <= ?", (base, base + MAX_SEQ)
+        )
+        return {int(k) & MAX_SEQ: bool(origin) for k, origin in rows}
+
+    async def local_erasures(self) -> dict[bytes, int]:
+        rows = await self._db.execute_fetchall(
+            f"SELECT log.id, min(e.k) & {MAX_SEQ} FROM payload_erased AS e "
+            f"JOIN log ON log.n = e.k >> {SEQ_BITS} WHERE e.origin = 0 GROUP BY log.n"
+        )
+        return {bytes(r[0]): int(r[1]) for r in rows}
 
     # --- forks ----------------------------------------------------------------------
 
@@ -423,6 +552,43 @@ class SqliteStore:
         return [
             ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d) for c, lg, s, o, t, d in rows
         ]
+
+    # --- blocked clubs --------------------------------------------------------------
+
+    async def block_club(self, club: bytes, blocked_us: int) -> int:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall("SELECT id, n, descriptor FROM log")
+            numbers = {
+                bytes(log): int(n)
+                for log, n, descriptor in rows
+                if canonical.decode_log(descriptor).club == club
+            }
+            dropped = 0
+            for log, n in numbers.items():
+                keys = (n << SEQ_BITS, (n << SEQ_BITS) | MAX_SEQ)
+                cursor = await db.execute("DELETE FROM event WHERE k > ? AND k <= ?", keys)
+                dropped += cursor.rowcount
+                for table in ("payload_missing", "payload_erased"):  # keyed like events
+                    await db.execute(f"DELETE FROM {table} WHERE k > ? AND k <= ?", keys)
+                await db.execute("DELETE FROM log WHERE n = ?", (n,))
+                await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
+                self._log_numbers.pop(log, None)
+            await db.execute("DELETE FROM club WHERE id = ?", (club,))
+            await db.execute(
+                "INSERT OR IGNORE INTO blocked (club, blocked_us) VALUES (?, ?)", (club, blocked_us)
+            )
+        if dropped:  # as erase: the dropped pages leave the WAL now (secure_delete zeroes them)
+            async with self._writing:
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return dropped
+
+    async def unblock_club(self, club: bytes) -> bool:
+        cursor = await self._write("DELETE FROM blocked WHERE club = ?", (club,))
+        return bool(cursor.rowcount)
+
+    async def blocked(self) -> dict[bytes, int]:
+        rows = await self._db.execute_fetchall("SELECT club, blocked_us FROM blocked")
+        return {bytes(r[0]): int(r[1]) for r in rows}
 
     # --- projections ----------------------------------------------------------------
 

@@ -128,3 +128,34 @@ def check(
         )
     replay.check_and_remember(token.nonce, token.time_us, now_us)
     return token.sender
+
+
+def signer(
+    header: str | None,
+    *,
+    recipient: bytes,
+    method: str,
+    target: str,
+    authorized: KeyCheck,
+) -> bytes | None:
+    """The known club whose key signed this request's token, before its body is read:
+    steps 1 and 2 of `check` but the body's digest, which needs the body. A node
+    chooses how much body to read from it (protocol.md §6.1), so a stranger cannot
+    make it read more than an anonymous reader's want. Like `check`, the same work
+    for every token that parses; it remembers nothing (`check` still decides)."""
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    try:
+        if scheme != SCHEME:
+            raise ValueError(scheme)
+        token, signed, signature = canonical.decode_request(
+            base64.urlsafe_b64decode(value.encode())
+        )
+    except (binascii.Error, ValueError, InvalidEventError):
+        return None
+    genuine = verify_signature(token.key, signature, signed)
+    known = authorized(token.sender, token.key)
+    for_us = token.recipient == recipient
+    same_request = token.method == method and token.target == target
+    return token.sender if genuine and known and for_us and same_request else None

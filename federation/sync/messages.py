@@ -26,6 +26,10 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 # A frontier lists one entry (~80 bytes) per log a peer may see; 100,000 logs is far
 # beyond a federation of small clubs and keeps one frontier under 10 MiB.
 MAX_FRONTIER_LOGS = 100_000
+# A node that holds more logs than one frontier carries answers in pages (§6.1); a
+# client follows at most this many pages in one frontier: a million logs, ten times
+# what one page carries, bounds the memory a peer's frontier can take in one round.
+MAX_FRONTIER_PAGES = 10
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 # One response streams at most this many events, then says Done(more=True): the client
 # commits, and asks again, so a single response never holds a session for long.
@@ -51,12 +55,18 @@ class LogHead(msgspec.Struct, frozen=True, array_like=True, gc=False):
     head: bytes
 
 
-class Frontier(msgspec.Struct, frozen=True, tag="frontier", tag_field="t"):
+# omit_defaults: `more` goes on the wire only when true (protocol.md §6.7), so a
+# one-page frontier is the bytes it always was (§6.6's sizes, older readers).
+class Frontier(msgspec.Struct, frozen=True, omit_defaults=True, tag="frontier", tag_field="t"):
     """What the server holds that the requester may receive. `logs` is None when the
-    frontier's digest equals the `known` digest the client sent: nothing changed."""
+    frontier's digest equals the `known` digest the client sent: nothing changed.
+    `more`: this page ends before the requester's view does; ask for the next page
+    with `after` = the last log id listed (protocol.md §6.1). `digest` is always the
+    digest of the whole view."""
 
     digest: bytes
     logs: list[LogHead] | None
+    more: bool = False
 
 
 class WantLog(msgspec.Struct, frozen=True, array_like=True):

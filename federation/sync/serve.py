@@ -20,6 +20,7 @@ reads and sends back in:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
@@ -53,10 +54,22 @@ def frontier(visible: Iterable[tuple[bytes, Head]]) -> tuple[bytes, list[LogHead
     return sha256(_digest_encoder.encode(heads)), heads
 
 
-def answer(digest: bytes, heads: list[LogHead], known: bytes) -> Frontier:
+def answer(digest: bytes, heads: list[LogHead], known: bytes, after: bytes = b"") -> Frontier:
     """The frontier message: `logs` nil when the digest is the one the requester
-    sent as `known`, nothing changed (protocol.md §6.6)."""
-    return Frontier(digest, None if digest == known else heads)
+    sent as `known`, nothing changed (protocol.md §6.6). Otherwise one page (§6.1):
+    at most MAX_FRONTIER_LOGS heads of logs after `after` (empty: from the first),
+    with `more` if the view goes on. `known` counts only on the first page; `digest`
+    is the whole view's on every page, so a client keeps one digest however many
+    pages it took."""
+    if not after and digest == known:
+        return Frontier(digest, None)
+    start = bisect.bisect_right(heads, after, key=_log_of) if after else 0
+    end = start + MAX_FRONTIER_LOGS
+    return Frontier(digest, heads[start:end], more=end < len(heads))
+
+
+def _log_of(head: LogHead) -> bytes:
+    return head.log
 
 
 def plan(want: Want, visible: Mapping[bytes, Head]) -> list[WantLog]:

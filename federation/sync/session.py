@@ -1,14 +1,17 @@
 """The client side of one sync round, as a sans-IO state machine (protocol.md §6.2).
 
     START --frontier_known()--> AWAIT_FRONTIER --frontier--> STREAMING --done--> DONE
-                                      |                                         |
-                                      +---(unchanged, or nothing to want)------>+
+                                  |      ^                                      |  |
+                                  +------+ a page with `more`: ask `after`=cursor  |
+                                  +---(unchanged, or nothing to want)----------->+ |
+    DONE --next_want()--> STREAMING    a further want of at most MAX_FRONTIER_LOGS  |
     DONE --stored(heads)--+--> START   the peer said `more` and a head moved: ask again
                           +--> CLOSED  the round is over; `complete` says if it caught up
 
-The shell does the I/O: it asks for what the session asks for, feeds it what
-arrives (`on_frontier`, `on_message`), stores the batches, says when the events
-answer ended (`end_of_stream`) and reports the heads it then holds (`stored`).
+The shell does the I/O: it asks for what the session asks for (a frontier page
+after `cursor`, a want), feeds it what arrives (`on_frontier`, `on_message`), stores
+the batches, says when each events answer ended (`end_of_stream`), asks for the
+next want (`next_want`) and reports the heads it then holds (`stored`).
 Every legal move is one row of TRANSITIONS, at the end of this module. Any other
 (state, message) pair is the peer's fault (RemoteProtocolError); any other (state,
 call) the caller's (LocalProtocolError). A refused input leaves the session as it
@@ -22,10 +25,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
+from federation.core import canonical
 from federation.core.events import Head
-from federation.errors import LocalProtocolError, RemoteProtocolError
+from federation.errors import InvalidEventError, LocalProtocolError, RemoteProtocolError
 from federation.sync.messages import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_EVENTS,
+    MAX_EVENTS_PER_RESPONSE,
     MAX_FRONTIER_LOGS,
+    MAX_FRONTIER_PAGES,
     Batch,
     ClubInfo,
     Done,
@@ -42,10 +50,11 @@ Heads = Mapping[bytes, Head | None]
 
 
 def own_logs_behind(frontier: Iterable[LogHead], ours: Heads) -> dict[bytes, int]:
-    """The restore guard's rule (protocol.md §3.6). `ours`: our own logs that this
-    peer may hold, with our heads. Returns those the peer holds beyond our head, with
-    the peer's seq: this node was restored from an old backup or lost writes, and
-    must not write to them until it has caught up. A claim about any other log (our
+    """The restore guard's claims (protocol.md §3.6). `ours`: our own logs that this
+    peer may hold, with our heads. Returns those the peer says it holds beyond our
+    head, with the peer's seq. A claim is unsigned: it is only a warning, and the
+    round asks the peer for those events anyway (§6.2); only a validly signed event
+    of ours beyond our head holds a log back. A claim about any other log (our
     private ones, say) is ignored: the peer cannot hold it, so it is a lie."""
     behind = {}
     for entry in frontier:
@@ -83,8 +92,13 @@ class Stored:
     heads: Heads
 
 
-LOCAL_INPUTS = (AskFrontier, EndOfStream, Stored)
-Input = Message | AskFrontier | EndOfStream | Stored
+@dataclass(frozen=True, slots=True)
+class AskWant:
+    """The shell asks for the round's next want, once an events answer is over."""
+
+
+LOCAL_INPUTS = (AskFrontier, EndOfStream, AskWant, Stored)
+Input = Message | AskFrontier | EndOfStream | AskWant | Stored
 
 _WHERE = {
     State.AWAIT_FRONTIER: "where a frontier was expected",
@@ -100,23 +114,50 @@ class Session:
         known: bytes | None,
         frozen: Collection[bytes] = (),
         *,
+        hidden: Collection[bytes] = (),
+        refetch: Mapping[bytes, int] | None = None,
         wait_s: float = 0,
     ) -> None:
         """`local`: the heads of the logs we hold; `known`: the digest of this peer's
         frontier after our last complete round with it (None: never, or not complete);
-        `frozen`: our forked logs, which take nothing more (protocol.md §3.6); `wait_s`:
-        how long the peer may hold the first frontier request (§6.5)."""
+        `frozen`: our forked logs, which take nothing more (protocol.md §3.6);
+        `hidden`: logs we hold that this peer may not receive from us (§5.4): the
+        session acts exactly as if we did not hold them, so nothing we send (a want,
+        a `known`) depends on them (DESIGN principle 17); `wait_s`: how long the peer
+        may hold the first frontier request (§6.5)."""
         self.state = State.START
-        self.local = local
+        self._hidden = frozenset(hidden)
+        # `refetch`: logs holding an event whose payload is missing here, with the
+        # lowest such seq: asked for again where the peer holds it (§6.3).
+        self._refetch = dict(refetch or {})
+        self.local = self._view(local)
+        # A frozen log is skipped, hidden or not: the peer learns only that we take no
+        # more of a log it listed, never our head of it.
         self._frozen = frozenset(frozen)
         self.known = known
         self.wait_s = wait_s
         self.frontier: Frontier | None = None
+        self.digest: bytes | None = None  # the first page's: what `known` may keep
+        self.cursor: bytes | None = None  # ask the next frontier page after this log
+        self.pages = 0
+        self.listed = 0  # logs the frontier listed, over all its pages
         self.want: Want | None = None
-        self.wanted: dict[bytes, WantLog] = {}
-        self.target: dict[bytes, int] = {}  # log -> the seq the peer holds
+        self.wanted: dict[bytes, WantLog] = {}  # the current want's entries
+        self._wants: list[Want] = []  # the round's further wants
+        self.target: dict[bytes, int] = {}  # log -> the seq the peer holds, where ahead
+        self._received: dict[bytes, int] = {}  # hidden log -> the last seq it sent us
+        self._sent: dict[bytes, int] = {}  # this answer: log -> the last seq it sent
+        self._described: set[bytes] = set()  # this answer: logs whose descriptor came
+        self._clubs = 0  # this answer: club messages
+        self._events = 0  # this answer: events
         self.more = False
         self._caught_up = False
+
+    def _view(self, heads: Heads) -> Heads:
+        """Our heads as this peer may know of them: hidden logs left out (§5.4)."""
+        if not self._hidden:
+            return heads
+        return {log: head for log, head in heads.items() if log not in self._hidden}
 
     # --- the shell's calls: each one input to the table ---------------------------------
 
@@ -140,6 +181,12 @@ class Session:
     def end_of_stream(self) -> None:
         self._step(EndOfStream())
 
+    def next_want(self) -> Want | None:
+        """After an events answer: the round's next want (the wants of a large frontier
+        go in several requests of at most MAX_FRONTIER_LOGS logs), or None."""
+        self._step(AskWant())
+        return self.want
+
     def stored(self, heads: Heads) -> None:
         """After the frontier, and after a stream once stored: the heads we now hold."""
         self._step(Stored(heads))
@@ -151,11 +198,15 @@ class Session:
         return self.state is State.CLOSED and self._caught_up
 
     def behind(self, local: Heads) -> int:
-        """How many events the peer's frontier holds that `local` does not."""
+        """How many events the peer's frontier holds that `local` does not. A hidden
+        log counts as one we did not hold: as far as the peer's events reached."""
         total = 0
         for log, seq in self.target.items():
             if log in self._frozen:
                 continue  # we take no more of it: waiting for it would never end
+            if log in self._hidden:
+                total += max(0, seq - self._received.get(log, 0))
+                continue
             head = local.get(log)
             total += max(0, seq - (head.seq if head else 0))
         return total
@@ -178,58 +229,153 @@ class Session:
         return State.AWAIT_FRONTIER
 
     def _frontier(self, message: Frontier) -> State:
-        """Compare the peer's frontier with our heads, and build the want (§6.2)."""
+        """Compare one page of the peer's frontier with our heads, and build the want
+        (§6.2); the last page sends it, in requests of at most MAX_FRONTIER_LOGS logs."""
+        first = self.pages == 0
         if message.logs is None:
-            if self.known is None or message.digest != self.known:
+            if not first or self.known is None or message.digest != self.known:
                 raise RemoteProtocolError("peer said unchanged for a frontier we never had")
-            self.frontier = message
+            if message.more:
+                raise RemoteProtocolError("peer said unchanged and that more follows")
+            self.frontier, self.digest = message, message.digest
             return State.DONE
         if len(message.logs) > MAX_FRONTIER_LOGS:
             raise RemoteProtocolError("frontier lists too many logs", code="too_large")
-        target: dict[bytes, int] = {}
-        wanted: dict[bytes, WantLog] = {}
+        if message.more and self.pages + 1 >= MAX_FRONTIER_PAGES:
+            raise RemoteProtocolError(
+                f"frontier runs over {MAX_FRONTIER_PAGES} pages", code="too_large"
+            )
+        if message.more and not message.logs:
+            raise RemoteProtocolError("frontier page lists nothing and says more follows")
+        previous = self.cursor or b""
         for entry in message.logs:
-            if entry.log in target or entry.seq < 1 or len(entry.head) != 32:
-                raise RemoteProtocolError("frontier lists a log twice or a bad head")
-            target[entry.log] = entry.seq
-            ours = self.local.get(entry.log)
+            # Sorted by log id, after the page's cursor (§6.1): no log twice, across pages.
+            if entry.log <= previous or entry.seq < 1 or len(entry.head) != 32:
+                raise RemoteProtocolError("frontier lists a log twice, out of order, or a bad head")
+            previous = entry.log
+        for entry in message.logs:
+            ours = self.local.get(entry.log)  # a hidden log is not in `local`: unknown
             if entry.log in self._frozen:
                 # Asking would fail every round, and with it every log after this one
                 # in the stream: a fork freezes its log, not the sync (protocol.md §3.6).
                 continue
             if ours is None:
-                wanted[entry.log] = WantLog(entry.log, 0, 0, True)
+                self.target[entry.log] = entry.seq
+                self.wanted[entry.log] = WantLog(entry.log, 0, 0, True)
             elif entry.seq > ours.seq:
+                self.target[entry.log] = entry.seq
                 # Overlap by one: the peer's event at our head seq shows continuity,
                 # or is the proof of a fork (protocol.md §6.3).
-                wanted[entry.log] = WantLog(entry.log, ours.seq - 1, 0, False)
+                self.wanted[entry.log] = WantLog(entry.log, ours.seq - 1, 0, False)
             elif entry.seq == ours.seq and entry.head != ours.id:
-                wanted[entry.log] = WantLog(entry.log, ours.seq - 1, 1, False)  # the proof
+                self.wanted[entry.log] = WantLog(entry.log, ours.seq - 1, 1, False)  # the proof
             # else: the same head, or we are ahead: nothing to fetch
-        self.frontier, self.target, self.wanted = message, target, wanted
-        self.want = Want(list(wanted.values())) if wanted else None
-        return State.STREAMING if wanted else State.DONE
+            missing = self._refetch.get(entry.log)
+            if ours is not None and missing is not None and missing <= min(ours.seq, entry.seq):
+                # A payload missing here, which the peer may hold: ask for its event
+                # again, with whatever else of the log we want (protocol.md §6.3).
+                more = self.wanted.get(entry.log)
+                after = missing - 1 if more is None else min(more.after, missing - 1)
+                self.wanted[entry.log] = WantLog(entry.log, after, 1 if more is None else 0)
+        self.listed += len(message.logs)
+        self.pages += 1
+        if first:
+            # Later pages may come from a newer view: keeping the first page's digest
+            # is safe (a stale `known` only costs a full frontier), a later one is not.
+            self.digest = message.digest
+        self.frontier = message
+        if message.more:
+            self.cursor = message.logs[-1].log
+            return State.AWAIT_FRONTIER
+        entries = list(self.wanted.values())
+        self._wants = [
+            Want(entries[i : i + MAX_FRONTIER_LOGS])
+            for i in range(0, len(entries), MAX_FRONTIER_LOGS)
+        ]
+        return self._next_answer()
+
+    def _next_answer(self) -> State:
+        """Send the round's next want, if any; a new events answer starts."""
+        if not self._wants:
+            self.want, self.wanted = None, {}
+            return State.DONE
+        self.want = self._wants.pop(0)
+        self.wanted = {entry.log: entry for entry in self.want.logs}
+        self._sent, self._described, self._clubs, self._events = {}, set(), 0, 0
+        return State.STREAMING
+
+    def _ask_want(self, _: AskWant) -> State:
+        return self._next_answer()
 
     def _refused(self, message: Error) -> State:
         raise RemoteProtocolError(f"peer refused: {message.message}", code=message.code)
 
     def _club(self, _: ClubInfo) -> State:
-        return State.STREAMING  # checked and kept aside by the shell's ingest (§6.3)
+        # At most one a log asked for (§6.3): no peer can make us check genesis after
+        # genesis. Checked and kept aside by the shell's ingest.
+        if self._clubs >= len(self.wanted):
+            raise RemoteProtocolError("peer sent more clubs than the logs asked for")
+        self._clubs += 1
+        return State.STREAMING
 
     def _log(self, message: LogInfo) -> State:
-        if message.id not in self.wanted:
-            raise RemoteProtocolError("peer sent a log we did not ask for")
+        # A log asked for, once an answer (§6.3): frames are bounded by the want.
+        if message.id not in self.wanted or message.id in self._described:
+            raise RemoteProtocolError("peer sent a log we did not ask for, or twice")
+        self._described.add(message.id)
         return State.STREAMING
 
     def _batch(self, message: Batch) -> State:
-        if message.log not in self.wanted:
+        """The client enforces §6.4 itself: an answer that breaks a limit, or a batch
+        that does not advance, is refused before a byte of it is verified or stored,
+        so no peer can hold a round or burn our CPU by repeating events we hold."""
+        entry = self.wanted.get(message.log)
+        if entry is None:
             raise RemoteProtocolError("peer sent events of a log we did not ask for")
-        if not message.events:
+        events = message.events
+        if not events:
             raise RemoteProtocolError("peer sent an empty batch")
+        if len(events) > BATCH_MAX_EVENTS:
+            raise RemoteProtocolError(
+                f"batch of {len(events)} events is over the limit of {BATCH_MAX_EVENTS}",
+                code="too_large",
+            )
+        size = 0
+        for signed, payload in events[:-1]:  # a batch may pass the limit by one event
+            size += len(signed) + len(payload or b"")
+        if size >= BATCH_MAX_BYTES:
+            raise RemoteProtocolError(
+                f"batch goes on past {BATCH_MAX_BYTES} bytes", code="too_large"
+            )
+        if self._events + len(events) > MAX_EVENTS_PER_RESPONSE:
+            raise RemoteProtocolError(
+                f"events answer goes on past {MAX_EVENTS_PER_RESPONSE} events", code="too_large"
+            )
+        seqs = _seqs(events)
+        if seqs is not None:
+            # A batch must advance (§6.2): it starts after the want's `after` and after
+            # every seq this answer sent of the log, and spans at least as many seqs as
+            # it has events. So an answer sends a log no more events than the seqs it
+            # advanced over: in an answer we can take, at most the one event of the
+            # overlap is one we hold. A gap inside is ingest's to refuse at its place,
+            # keeping the valid prefix (§6.3).
+            first, last = seqs
+            if first <= self._sent.get(message.log, entry.after) or last - first < len(events) - 1:
+                raise RemoteProtocolError(
+                    f"batch of log {message.log.hex()[:16]} repeats or goes back over "
+                    "seqs already sent, or not asked for"
+                )
+            if entry.limit and last > entry.after + entry.limit:
+                raise RemoteProtocolError("batch goes past the limit asked for")
+            self._sent[message.log] = last
+            if message.log in self._hidden:
+                self._received[message.log] = max(last, self._received.get(message.log, 0))
+        # else: a header that does not decode: ingest refuses it, with its place (§6.3)
+        self._events += len(events)
         return State.STREAMING
 
     def _done(self, message: Done) -> State:
-        self.more = message.more
+        self.more = self.more or message.more
         return State.DONE
 
     def _truncated(self, _: EndOfStream) -> State:
@@ -240,21 +386,37 @@ class Session:
 
     def _stored(self, stored: Stored) -> State:
         """§6.2 step 4, and when the round is complete."""
+        if self._wants:
+            raise LocalProtocolError("stored before the round's last want was answered")
+        heads = self._view(stored.heads)
         if self.more:
-            if stored.heads == self.local:
+            if heads == self.local:
                 # An honest peer says `more` only after a full answer; one that says it
                 # and moves no head would hold the round forever (DESIGN principle 13).
                 raise RemoteProtocolError(
                     "peer said it holds more but sent nothing new", code="no_progress"
                 )
             # Ask again at once, in the same round: no `known`, no wait.
-            self.local, self.known, self.wait_s = stored.heads, None, 0
+            self.local, self.known, self.wait_s = heads, None, 0
             self.frontier, self.want, self.wanted, self.target = None, None, {}, {}
+            self.cursor, self.pages, self.listed = None, 0, 0
             self.more = False
             return State.START
-        self.local = stored.heads
-        self._caught_up = self.behind(stored.heads) == 0
+        self.local = heads
+        self._caught_up = self.behind(heads) == 0
         return State.CLOSED
+
+
+def _seqs(events: list[tuple[bytes, bytes | None]]) -> tuple[int, int] | None:
+    """The seqs of a batch's first and last events, or None if either header does not
+    decode (two header reads a batch: cheap beside verifying it)."""
+    try:
+        return (
+            canonical.decode_header(events[0][0]).seq,
+            canonical.decode_header(events[-1][0]).seq,
+        )
+    except InvalidEventError:
+        return None
 
 
 class Move(NamedTuple):
@@ -271,7 +433,7 @@ S = State
 # A handler may refuse (a condition of the table fails), naming the code to report.
 TRANSITIONS: dict[tuple[State, type], Move] = {
     (S.START, AskFrontier): _move(Session._ask, S.AWAIT_FRONTIER),
-    (S.AWAIT_FRONTIER, Frontier): _move(Session._frontier, S.STREAMING, S.DONE),
+    (S.AWAIT_FRONTIER, Frontier): _move(Session._frontier, S.AWAIT_FRONTIER, S.STREAMING, S.DONE),
     (S.AWAIT_FRONTIER, Error): _move(Session._refused),
     (S.STREAMING, ClubInfo): _move(Session._club, S.STREAMING),
     (S.STREAMING, LogInfo): _move(Session._log, S.STREAMING),
@@ -280,5 +442,6 @@ TRANSITIONS: dict[tuple[State, type], Move] = {
     (S.STREAMING, Error): _move(Session._refused),
     (S.STREAMING, EndOfStream): _move(Session._truncated),
     (S.DONE, EndOfStream): _move(Session._ended, S.DONE),
+    (S.DONE, AskWant): _move(Session._ask_want, S.STREAMING, S.DONE),
     (S.DONE, Stored): _move(Session._stored, S.START, S.CLOSED),
 }

@@ -4,6 +4,12 @@ A campaign is keyed by (club, log, slug): it lives in one log, so its order is s
 order and never a timestamp (DESIGN principle 8). Steps are read leniently
 (protocol.md §3.2 "Making and reading"): a step from a newer club with a field we
 do not know counts like any other; one that does not decode changes nothing.
+
+A step held without its payload is another matter (DESIGN principle 16): it may
+have closed or changed any campaign of its log, so the view does not guess. Such
+steps are kept per log as a `GapItem`, and every campaign of that log that the step
+may have changed shows as unknown (`shown`) until the payload is filled in. A step
+its origin erased (an erasure event, protocol.md §3.5) is as if it never was.
 """
 
 from __future__ import annotations
@@ -29,6 +35,49 @@ class CampaignItem(msgspec.Struct, frozen=True):
 
 
 _campaign = msgspec.json.Decoder(Campaign)
+
+GAPS = "campaign_gaps"
+UNKNOWN = "unknown: a step's payload is missing here"
+
+
+class GapItem(msgspec.Struct, frozen=True):
+    """The steps of one log held here without their payload: (seq, event id hex)."""
+
+    club: str
+    log: str
+    missing: tuple[tuple[int, str], ...]
+
+
+def gap_key(event: VerifiedEvent) -> str:
+    return event.header.log.hex()
+
+
+def with_gap(item: GapItem | None, event: VerifiedEvent) -> GapItem:
+    """A campaign step without its payload: one more gap in its log."""
+    h = event.header
+    missing = item.missing if item is not None else ()
+    return GapItem(h.club.hex(), h.log.hex(), (*missing, (h.seq, event.id.hex())))
+
+
+def without_gap(item: GapItem | None, erased: tuple[int, bytes]) -> GapItem | None:
+    """An erasure by the origin names (seq, id): that gap is no gap (§3.5)."""
+    if item is None:
+        return None
+    named = (erased[0], erased[1].hex())
+    missing = tuple(m for m in item.missing if m != named)
+    return msgspec.structs.replace(item, missing=missing) if missing else None
+
+
+def shown(item: CampaignItem, gaps: GapItem | None) -> CampaignItem:
+    """The campaign as it may be shown: unknown where a step of its log whose payload
+    is missing here may have changed it, i.e. any such step, unless the campaign had
+    closed before it (a closed campaign takes no more steps)."""
+    if gaps is None:
+        return item
+    for seq, _ in gaps.missing:
+        if not (item.status == "closed" and item.updated_seq < seq):
+            return msgspec.structs.replace(item, status=UNKNOWN)
+    return item
 
 
 def read_step(event: VerifiedEvent) -> Campaign | None:

@@ -15,15 +15,19 @@ import msgspec
 
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
+from federation.core.payloads import erasure_target
 from federation.views import calendar, campaigns
 from federation.views.calendar import CALENDAR, CalendarItem
-from federation.views.campaigns import CAMPAIGNS, CampaignItem
+from federation.views.campaigns import CAMPAIGNS, GAPS, CampaignItem, GapItem
 
 __all__ = [
     "CALENDAR",
     "CAMPAIGNS",
+    "GAPS",
+    "VIEWS",
     "CalendarItem",
     "CampaignItem",
+    "GapItem",
     "Item",
     "Key",
     "apply",
@@ -31,14 +35,17 @@ __all__ = [
     "encode_item",
     "fold",
     "key_of",
+    "log_of",
 ]
 
-Item = CalendarItem | CampaignItem
+Item = CalendarItem | CampaignItem | GapItem
 Key = tuple[str, str]  # (view name, item key)
+VIEWS = (CALENDAR, CAMPAIGNS, GAPS)
 
 _encoder = msgspec.json.Encoder()
 _calendar = msgspec.json.Decoder(CalendarItem)
 _campaigns = msgspec.json.Decoder(CampaignItem)
+_gaps = msgspec.json.Decoder(GapItem)
 
 
 def key_of(event: VerifiedEvent) -> Key | None:
@@ -46,17 +53,28 @@ def key_of(event: VerifiedEvent) -> Key | None:
     if kind == Kind.ACTION:
         return (CALENDAR, calendar.key(event))
     if kind == Kind.CAMPAIGN:
+        if event.payload is None:  # missing here: a gap in its log (DESIGN principle 16)
+            return (GAPS, campaigns.gap_key(event))
         step = campaigns.read_step(event)
         if step is None:
-            return None  # an erased step cannot be attributed to its campaign
+            return None  # a step that does not decode changes nothing
         return (CAMPAIGNS, campaigns.key(event, step))
+    if kind == Kind.ERASURE and erasure_target(event.header.seq, event.payload) is not None:
+        return (GAPS, campaigns.gap_key(event))
     return None
 
 
 def apply(item: Item | None, event: VerifiedEvent) -> Item | None:
     """The item after `event`, which `key_of` gave this item's key."""
-    if event.header.kind == Kind.ACTION:
+    kind = event.header.kind
+    if kind == Kind.ACTION:
         return calendar.item(event)
+    if kind == Kind.ERASURE:
+        named = erasure_target(event.header.seq, event.payload)
+        assert named is not None  # key_of gives erasures that name nothing no key
+        return campaigns.without_gap(item if isinstance(item, GapItem) else None, named)
+    if event.payload is None:
+        return campaigns.with_gap(item if isinstance(item, GapItem) else None, event)
     step = campaigns.read_step(event)
     if step is None:
         return item
@@ -84,4 +102,12 @@ def encode_item(item: Item) -> bytes:
 def decode_item(name: str, data: bytes) -> Item:
     if name == CALENDAR:
         return _calendar.decode(data)
+    if name == GAPS:
+        return _gaps.decode(data)
     return _campaigns.decode(data)
+
+
+def log_of(item: Item) -> bytes:
+    """The log an item was folded from: when a log is folded again from its start,
+    its items replace all it had before."""
+    return bytes.fromhex(item.log)

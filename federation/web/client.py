@@ -88,8 +88,13 @@ class PeerClient:
             f"peer {self.peer.name} ({self.base}) unreachable: {why}", peer=self.peer.name
         )
 
-    async def frontier(self, known: bytes | None, wait_s: float) -> Message:
-        query = urlencode({"known": (known or b"").hex(), "wait": f"{wait_s:g}"})
+    async def frontier(
+        self, known: bytes | None, wait_s: float, after: bytes | None = None
+    ) -> Message:
+        fields = {"known": (known or b"").hex(), "wait": f"{wait_s:g}"}
+        if after is not None:
+            fields["after"] = after.hex()  # the next page (protocol.md §6.1)
+        query = urlencode(fields)
         target = f"{FRONTIER_PATH}?{query}"
         timeout = aiohttp.ClientTimeout(
             total=wait_s + CONNECT_TIMEOUT_S + READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S
@@ -100,7 +105,9 @@ class PeerClient:
                 headers=self._headers("GET", target, b""),
                 ssl=self.ssl,
                 timeout=timeout,
+                auto_decompress=False,
             ) as response:
+                _identity(response)
                 body = await _read_bounded(response, MAX_MESSAGE_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
@@ -121,7 +128,9 @@ class PeerClient:
                 headers=self._headers("POST", EVENTS_PATH, body),
                 ssl=self.ssl,
                 timeout=timeout,
+                auto_decompress=False,
             ) as response:
+                _identity(response)
                 if response.status != 200:
                     _answer(response.status, await _read_bounded(response, MAX_MESSAGE_BYTES))
                 reader = FrameReader()
@@ -136,6 +145,19 @@ class PeerClient:
                     raise RemoteProtocolError("event stream ended inside a frame", code="truncated")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._unavailable(exc) from None
+
+
+def _identity(response: aiohttp.ClientResponse) -> None:
+    """Refuse a compressed answer before reading a byte of it: our limits count the
+    bytes that arrive, and a few KiB of gzip inflate to gigabytes (protocol.md §6.4).
+    Requests are made with auto_decompress off too, so nothing could inflate an
+    answer behind our back."""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RemoteProtocolError(
+            "peer sent a compressed answer; the protocol has none (protocol.md §6.2)",
+            code="malformed",
+        )
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -383,11 +383,15 @@ def test_erase_shows_erased_everywhere_and_still_verifies(
     calendar_before = ok(cli(capsys, node, "calendar", "--json")).json()
     for event in (action, report):
         run = ok(cli(capsys, node, "erase", event["id"][:12], "--json"))
+        # Our own event: erased everywhere, by an erasure event in its log (§3.5).
         assert run.json() == {
             "id": event["id"],
             "log": event["log"],
             "seq": event["seq"],
             "erased": True,
+            "everywhere": True,
+            "erasure": run.json()["erasure"],
+            "received_by": [],
         }
 
     shown = ok(cli(capsys, node, "show", action["id"], "--json")).json()
@@ -417,7 +421,7 @@ def test_erase_shows_erased_everywhere_and_still_verifies(
     assert f"{action['id'][:12]}  [erased]" in ok(cli(capsys, node, "calendar")).out
 
     run = ok(cli(capsys, node, "verify"))
-    total = len(filled.posted) + len(filled.steps)
+    total = len(filled.posted) + len(filled.steps) + 2  # and the two erasure events
     assert run.out.splitlines()[-1] == f"verify ok: {total} events (2 erased) in 4 logs of 1 clubs"
     # Erasing again changes nothing and is not an error.
     ok(cli(capsys, node, "erase", action["id"]))
@@ -565,7 +569,8 @@ def test_import_an_erased_event_keeps_it_erased(
     export = tmp_path / "public.jsonl"
     ok(cli(capsys, source, "export", "--log", "public", "-o", str(export)))
     node = copy_node(empty, tmp_path / "b")
-    assert ok(cli(capsys, node, "import", str(export), "--json")).json()["added"] == 5
+    # The note and the erasure event that erased it (§3.5): imported, it stays erased.
+    assert ok(cli(capsys, node, "import", str(export), "--json")).json()["added"] == 6
     shown = ok(cli(capsys, node, "show", note["id"], "--json")).json()
     assert shown["erased"] is True
     assert ok(cli(capsys, node, "verify", "--json")).json()["erased"] == 1

@@ -116,27 +116,34 @@ def entry(op: str, club: bytes) -> bytes:
     return make_payload(Kind.ROSTER, {"op": op, "club": club.hex(), "name": "a club"})
 
 
+def fold(start: set[bytes], events: list[VerifiedEvent]) -> tuple[set[bytes], bool]:
+    known = fold_roster(start, events)
+    return start, known
+
+
 def test_fold_adds_and_removes_in_order() -> None:
     events = roster_events(entry("added", X), entry("added", Y), entry("removed", X))
-    assert fold_roster(set(), events) == {Y}
-    assert fold_roster(set(), events[:2]) == {X, Y}
+    assert fold(set(), events) == ({Y}, True)
+    assert fold(set(), events[:2]) == ({X, Y}, True)
 
 
 def test_fold_continues_from_a_given_roster() -> None:
     start = {X}
-    assert fold_roster(start, roster_events(entry("added", Y))) is start
+    assert fold_roster(start, roster_events(entry("added", Y))) is True
     assert start == {X, Y}
 
 
 def test_removing_an_absent_club_is_harmless() -> None:
-    assert fold_roster({Y}, roster_events(entry("removed", X))) == {Y}
+    assert fold({Y}, roster_events(entry("removed", X))) == ({Y}, True)
 
 
-def test_erased_roster_events_are_skipped() -> None:
+def test_a_roster_event_without_its_payload_makes_the_roster_unknown() -> None:
+    """DESIGN principle 16: a stripped `removed` is never read as "still added"."""
     added, removed = roster_events(entry("added", X), entry("removed", X))
-    erased = msgspec.structs.replace(removed, payload=None)
-    assert erased.erased
-    assert fold_roster(set(), [added, erased]) == {X}
+    stripped = msgspec.structs.replace(removed, payload=None)
+    assert stripped.erased
+    assert fold(set(), [added, stripped])[1] is False
+    assert fold(set(), [added, removed]) == (set(), True)
 
 
 @pytest.mark.parametrize(
@@ -150,18 +157,18 @@ def test_erased_roster_events_are_skipped() -> None:
         b'{"op":"added","club":"' + b"AB" * 32 + b'"}',  # upper case
     ],
 )
-def test_undecodable_roster_events_are_skipped(payload: bytes) -> None:
-    assert fold_roster({Y}, roster_events(payload)) == {Y}
+def test_undecodable_roster_events_make_the_roster_unknown(payload: bytes) -> None:
+    assert fold({Y}, roster_events(payload)) == ({Y}, False)
 
 
 def test_a_newer_clubs_extra_fields_are_read() -> None:
     payload = b'{"op":"added","club":"' + X.hex().encode() + b'","since":"2026"}'
-    assert fold_roster(set(), roster_events(payload)) == {X}
+    assert fold(set(), roster_events(payload)) == ({X}, True)
 
 
 def test_other_kinds_are_skipped() -> None:
     note = b'{"op":"added","club":"' + X.hex().encode() + b'"}'
-    assert fold_roster(set(), roster_events(note, kind=Kind.NOTE)) == set()
+    assert fold(set(), roster_events(note, kind=Kind.NOTE)) == (set(), True)
 
 
 def test_roster_log_id_is_deterministic() -> None:
@@ -171,3 +178,14 @@ def test_roster_log_id_is_deterministic() -> None:
     assert descriptor == LogDescriptor(X, ROSTER_LOG_NAME, Audience("federation"))
     assert roster_log_id(X) == canonical.log_id(roster_descriptor(X))
     assert roster_log_id(CLUB.id) != CLUB.log("federation")  # not the club's federation log
+
+
+def test_an_unknown_roster_lets_nobody_but_its_club_in() -> None:
+    """§5.4: None (a roster payload missing here) is not the empty roster, and is no
+    permission: the origin's federation logs go to the origin alone."""
+    rosters = {ORIGIN: None}
+    for requester in (IN_ROSTER, NOT_IN_ROSTER, NAMED):
+        assert not may_receive(
+            Audience("federation"), ORIGIN, requester, our_peers=OUR_PEERS, rosters=rosters
+        )
+    assert may_receive(Audience("federation"), ORIGIN, ORIGIN, our_peers=OUR_PEERS, rosters=rosters)

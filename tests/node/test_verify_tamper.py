@@ -68,8 +68,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     args = ["--member", "ana", "--period", "2026-11", "--text", "leafleted"]
     erased = ok(cli_quiet(root, "post", "report", *args, "--json")).json()["id"]
     ok(cli_quiet(root, "post", "report", *args))
-    ok(cli_quiet(root, "erase", erased))
-    assert ok(cli_quiet(root, "verify")).out.startswith("verify ok: 9 events (1 erased)")
+    ok(cli_quiet(root, "erase", erased))  # and its erasure event (protocol.md §3.5)
+    assert ok(cli_quiet(root, "verify")).out.startswith("verify ok: 10 events (1 erased)")
     return Base(root, stored_events(root / "store.sqlite"))
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from federation.core import canonical
 from federation.core.canonical import Kind
-from federation.core.events import Head, VerifiedEvent, sign_event, verify_run
+from federation.core.events import Head, VerifiedEvent, runs_of, sign_event, verify_run
+from federation.core.payloads import make_payload
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
     ForkRecord,
@@ -447,24 +449,30 @@ async def test_restore_guard(open_store: Opener, club: Club) -> None:
     """A typed record (protocol.md §3.6), per log, kept across reopening."""
     store = await open_store()
     log, other = club.log(), club.log("public")
+    b, c = bytes([0xB]) * 32, bytes([0xC]) * 32
     assert await read_restore_guard(store, log) is None
-    await write_restore_guard(store, RestoreGuard(log, 7, "Club B"))
-    await write_restore_guard(store, RestoreGuard(other, 2, ""))
-    await write_restore_guard(store, RestoreGuard(log, 9, "Club C\nwith a newline"))
+    await write_restore_guard(store, RestoreGuard(log, 7, "Club B", b))
+    await write_restore_guard(store, RestoreGuard(other, 2, "", b, evidence=False))
+    await write_restore_guard(store, RestoreGuard(log, 9, "Club C\nwith a newline", c))
     await store.aclose()
     store = await open_store()
-    assert await read_restore_guard(store, log) == RestoreGuard(log, 9, "Club C\nwith a newline")
-    assert await read_restore_guard(store, other) == RestoreGuard(other, 2, "")
+    guard = RestoreGuard(log, 9, "Club C\nwith a newline", c)
+    assert await read_restore_guard(store, log) == guard
+    assert await read_restore_guard(store, other) is None  # a claim only
+    claim = RestoreGuard(other, 2, "", b, evidence=False)
+    assert await read_restore_guard(store, other, evidence=False) == claim
     await store.aclose()
 
 
-async def test_restore_guards_written_before_the_typed_record_still_hold(store: Store) -> None:
-    """Stores in use hold guards written as "seq\npeer" text: they read the same."""
+async def test_restore_guards_written_before_evidence_read_as_claims(store: Store) -> None:
+    """Stores in use hold guards written as "seq\npeer" text, from bare frontiers:
+    they read back as claims (no peer club, no evidence), which hold nothing back
+    (protocol.md §3.6)."""
     log = bytes(range(32))
     await store.set_meta(f"own_behind:{log.hex()}", b"12\nClub B")
-    assert await read_restore_guard(store, log) == RestoreGuard(log, 12, "Club B")
+    assert await read_restore_guard(store, log) == RestoreGuard(log, 12, "Club B", evidence=False)
     await store.set_meta(f"own_behind:{log.hex()}", b"garbage")
-    assert await read_restore_guard(store, log) == RestoreGuard(log, 0, "")
+    assert await read_restore_guard(store, log) == RestoreGuard(log, 0, "", evidence=False)
 
 
 def test_each_store_offers_every_concern() -> None:
@@ -550,3 +558,153 @@ async def test_erase_saves_its_projection_update_with_it(store: Store, club: Clu
     again = ProjectionUpdate({("calendar", "x"): b"changed"}, {})
     assert await store.erase(events[0].id, again) is True
     assert await store.projection_items("calendar") == {"x": b"erased"}
+
+
+# --- blocked clubs (protocol.md §6.3) --------------------------------------------------
+
+
+async def test_block_drops_a_club_and_refuses_it_from_then_on(
+    open_store: Opener, club: Club, other_club: Club
+) -> None:
+    store = await open_store()
+    await add_club(store, club)
+    await add_club(store, other_club)
+    ours, theirs = club.chain(2), other_club.chain(3)
+    await store.append(ours + theirs + other_club.chain(1, audience="public"))
+    fork = fork_of(other_club, theirs[0])
+    await store.record_fork(fork)
+    await store.save_projection(ProjectionUpdate({}, {other_club.log(): 3, club.log(): 2}))
+    assert await store.blocked() == {}
+
+    assert await store.block_club(other_club.id, 5_000) == 4
+    assert await store.blocked() == {other_club.id: 5_000}
+    assert other_club.id not in await store.clubs()
+    assert {r.club for r in await store.logs()} == {club.id}
+    assert await all_events(store, other_club.log()) == []
+    assert await store.events_by_id_prefix(theirs[0].id) == []
+    assert await store.count_events() == 2
+    assert await store.projection_positions() == {club.log(): 2}
+    assert await store.forks() == [fork]  # evidence is kept
+    assert await all_events(store, club.log()) == ours  # another club's logs are untouched
+    # Refused from then on: its genesis, its logs, its events with a new log.
+    with pytest.raises(InvalidEventError, match="blocked"):
+        await store.put_club(other_club.id, other_club.genesis)
+    with pytest.raises(InvalidEventError, match="blocked"):
+        await store.put_log(other_club.log(), other_club.descriptors["federation"])
+    first, _ = verify_run(other_club.log(), None, run_of(theirs[:1]), other_club.authorized)
+    with pytest.raises(InvalidEventError, match="blocked"):
+        await store.append_runs(
+            [first],
+            clubs={other_club.id: other_club.genesis},
+            logs={other_club.log(): other_club.descriptors["federation"]},
+        )
+    assert other_club.id not in await store.clubs()
+    assert await store.log(other_club.log()) is None
+    # Blocking again changes nothing; the record survives a reopen.
+    assert await store.block_club(other_club.id, 6_000) == 0
+    if isinstance(store, SqliteStore):
+        await store.aclose()
+        store = await open_store()
+    assert await store.blocked() == {other_club.id: 5_000}
+
+    assert await store.unblock_club(other_club.id)
+    assert not await store.unblock_club(other_club.id)
+    assert await store.blocked() == {}
+    await store.append_runs(
+        [first],
+        clubs={other_club.id: other_club.genesis},
+        logs={other_club.log(): other_club.descriptors["federation"]},
+    )
+    assert await all_events(store, other_club.log()) == theirs[:1]
+    await store.aclose()
+
+
+# --- missing payloads, fill-in and erasure by the origin (protocol.md §3.5, §6.3) ------
+
+
+def _erasure(club: Club, after: VerifiedEvent, target: VerifiedEvent) -> VerifiedEvent:
+    payload = make_payload(Kind.ERASURE, {"seq": target.header.seq, "event": target.id.hex()})
+    return sign_event(
+        club.key,
+        club=club.id,
+        log=after.header.log,
+        head=Head(after.header.seq, after.id),
+        time_us=BASE_TIME_US + 99_000_000,
+        kind=Kind.ERASURE,
+        payload=payload,
+    )
+
+
+def _stripped(event: VerifiedEvent) -> VerifiedEvent:
+    return msgspec.structs.replace(event, payload=None)
+
+
+async def test_a_missing_payload_is_listed_and_filled_in(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(3)
+    log = events[0].header.log
+    await store.append([events[0], _stripped(events[1]), _stripped(events[2])])
+    assert await store.missing_payloads() == {log: 2}
+    assert await store.fill_payload(log, 2, events[1].payload or b"") is True
+    assert await store.fill_payload(log, 2, events[1].payload or b"") is False  # held now
+    assert await store.missing_payloads() == {log: 3}
+    assert [e.payload for e in await all_events(store, log)] == [
+        events[0].payload,
+        events[1].payload,
+        None,
+    ]
+
+
+async def test_an_erasure_event_drops_its_target_and_blocks_a_fill_in(
+    store: Store, club: Club
+) -> None:
+    await add_club(store, club)
+    events = club.chain(2)
+    log = events[0].header.log
+    await store.append(events)
+    await store.save_projection(ProjectionUpdate({}, {log: 2}))
+    erasure = _erasure(club, events[1], events[0])
+    assert await store.append_runs(runs_of([erasure])) == 1
+    held = await all_events(store, log)
+    assert held[0].payload is None
+    assert held[2].payload == erasure.payload
+    assert await store.erasures(log) == {1: True}
+    assert await store.missing_payloads() == {}
+    assert await store.fill_payload(log, 1, events[0].payload or b"") is False
+    assert log not in await store.projection_positions(), "the views fold the log again"
+
+
+async def test_a_stripped_erasure_applies_once_filled_in(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(2)
+    log = events[0].header.log
+    erasure = _erasure(club, events[1], events[0])
+    await store.append([*events, _stripped(erasure)])
+    assert await store.missing_payloads() == {log: 3}
+    assert await store.fill_payload(log, 3, erasure.payload or b"") is True
+    assert (await all_events(store, log))[0].payload is None
+    assert await store.erasures(log) == {1: True}
+
+
+async def test_an_erasure_naming_another_event_erases_nothing(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(2)
+    wrong = msgspec.structs.replace(events[1], id=events[0].id)  # seq 2, id of seq 1
+    await store.append([*events, _erasure(club, events[1], wrong)])
+    assert [e.payload is None for e in await all_events(store, events[0].header.log)] == [
+        False,
+        False,
+        False,
+    ]
+
+
+async def test_a_local_wipe_is_no_missing_payload(store: Store, club: Club) -> None:
+    await add_club(store, club)
+    events = club.chain(3)
+    log = events[0].header.log
+    await store.append(events)
+    assert await store.erase(events[1].id)
+    assert await store.erasures(log) == {2: False}
+    assert await store.local_erasures() == {log: 2}
+    assert await store.missing_payloads() == {}
+    assert await store.fill_payload(log, 2, events[1].payload or b"") is False

@@ -14,6 +14,7 @@ sent (and how often).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class Answer:
     status: int = 200
     chunks: list[bytes] = field(default_factory=list)
     cut: bool = False
+    delay_s: float = 0.0  # a pause before each chunk: a peer that trickles
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def frontier_answer(heads: list[LogHead]) -> Answer:
@@ -66,6 +69,9 @@ class HostilePeer:
         self.url = ""
         self.frontier = frontier_answer([])
         self.events = stream_answer()
+        # Scripted answers for the next requests, in order, before `frontier`/`events`.
+        self.frontiers: list[Answer] = []
+        self.answers: list[Answer] = []
         self.requests: list[tuple[str, str]] = []  # (method, path and query)
         self.wants: list[Want] = []
 
@@ -79,14 +85,14 @@ class HostilePeer:
 
     async def _frontier(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.raw_path))
-        return await _send(request, self.frontier)
+        return await _send(request, self.frontiers.pop(0) if self.frontiers else self.frontier)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.raw_path))
         want = messages.decode(await request.read())
         assert isinstance(want, Want), want
         self.wants.append(want)
-        return await _send(request, self.events)
+        return await _send(request, self.answers.pop(0) if self.answers else self.events)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -97,9 +103,12 @@ class HostilePeer:
 
 
 async def _send(request: web.Request, answer: Answer) -> web.StreamResponse:
-    response = web.StreamResponse(status=answer.status, headers={"Content-Type": CONTENT_TYPE})
+    headers = {"Content-Type": CONTENT_TYPE, **answer.headers}
+    response = web.StreamResponse(status=answer.status, headers=headers)
     await response.prepare(request)
     for chunk in answer.chunks:
+        if answer.delay_s:
+            await asyncio.sleep(answer.delay_s)
         await response.write(chunk)
     if answer.cut:
         # Drop the connection inside the chunked body: the client sees the stream end

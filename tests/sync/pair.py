@@ -65,9 +65,9 @@ class Server:
     def heads(self) -> dict[bytes, Head]:
         return {log: Head(len(e), event_id(e[-1].signed)) for log, e in self.logs.items() if e}
 
-    def frontier(self, known: bytes | None) -> Message:
+    def frontier(self, known: bytes | None, after: bytes | None = None) -> Message:
         digest, heads = serve.frontier(self.heads().items())
-        return wire(serve.answer(digest, heads, known or b""))
+        return wire(serve.answer(digest, heads, known or b"", after or b""))
 
     def answer(self, want: Want) -> serve.Answer:
         plan = serve.plan(want, self.heads())
@@ -136,18 +136,22 @@ def run_round(
     *,
     events: Events | None = None,
     frontier: Callable[[bytes | None], Message] | None = None,
+    hidden: frozenset[bytes] = frozenset(),
 ) -> Session:
     """One round, as `node.follow.sync_round` runs it: the shell's I/O, nothing more."""
-    session = Session(client.heads(), known, client.frozen)
+    session = Session(client.heads(), known, client.frozen, hidden=hidden)
     while session.state is not State.CLOSED:
         asked = session.frontier_known()
         want = session.on_frontier((frontier or server.frontier)(asked))
-        if want is not None:
+        while session.state is State.AWAIT_FRONTIER:  # the next page (§6.1)
+            want = session.on_frontier(server.frontier(None, session.cursor))
+        while want is not None:
             for message in (events or server.events)(wire(want)):
                 client.take(session.on_message(message))
                 if isinstance(message, Done):
                     break
             session.end_of_stream()
+            want = session.next_want()
         session.stored(client.heads())
     return session
 

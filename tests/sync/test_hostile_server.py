@@ -487,6 +487,9 @@ async def test_more_without_progress_ends_the_round(fed: Federation, hostile: Ho
     round forever (only an honest peer's full response says more)."""
     stream_after_two_good(hostile, done=False)
     hostile.events.chunks.append(messages.frame(Done(more=True)))
+    # Then only `more` again: resending what it sent would break §6.2's advance rule.
+    hostile.answers = [hostile.events]
+    hostile.events = stream_answer(Done(more=True), done=False)
     error = await expect_refusal(fed, hostile, "no_progress")
     assert "more" in error.message
     assert len(hostile.wants) == 2  # the round with progress, and one to see none

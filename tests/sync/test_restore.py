@@ -6,11 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
 from federation.core.canonical import Kind
-from federation.errors import UsageError
 from federation.node.follow import note_own_heads, sync_round
+from federation.store.meta import holding_back, restore_guards
 from federation.sync.messages import Frontier, LogHead
 from tests.harness import Federation, Member
 
@@ -44,16 +42,20 @@ async def test_a_restored_node_catches_up_before_it_writes(tmp_path: Path) -> No
         a = await fed.restart("a", follow=False)
         b = fed["b"]
 
-        # One look at b's frontier shows a's own federation log beyond a's head.
+        # One look at b's frontier shows a's own federation log beyond a's head: a
+        # claim, so a warning for `status`, which holds nothing back (§3.6).
         frontier = await a.service.client(b.club).frontier(None, 0.0)
         assert isinstance(frontier, Frontier)
         assert frontier.logs is not None
         await note_own_heads(a.service.rt, a.service.rt.peers[b.club], frontier.logs)
-        with pytest.raises(UsageError, match="restored from an old backup"):
-            await a.post(Kind.NOTE, {"text": "would fork seq 2"}, "federation")
+        [claim] = await restore_guards(a.node.store, [(lost.header.log, 1)])
+        assert (claim.seq, claim.peer, claim.evidence) == (2, "Club b", False)
+        assert await holding_back(a.node.store, lost.header.log, 1) is None
 
-        # Catching up brings a's own event back from b; then writing forks nothing.
+        # Catching up (the round asks b for those events) brings a's own event back
+        # from b, and clears the warning; then writing forks nothing.
         await pull(a, b)
+        assert await restore_guards(a.node.store, [(lost.header.log, 2)]) == []
         assert lost.payload in await a.payloads()
         await a.refresh()
         after = await a.post(Kind.NOTE, {"text": "after catching up"}, "federation")

@@ -28,6 +28,7 @@ from federation.sync.session import (
     LOCAL_INPUTS,
     TRANSITIONS,
     AskFrontier,
+    AskWant,
     EndOfStream,
     Input,
     Session,
@@ -350,18 +351,20 @@ def test_own_logs_behind_names_only_our_logs_the_peer_is_ahead_on() -> None:
 # Messages not listed are the peer's fault; the shell's inputs not listed, the caller's.
 LEGAL: dict[tuple[State, type], set[State]] = {
     (State.START, AskFrontier): {State.AWAIT_FRONTIER},
-    (State.AWAIT_FRONTIER, Frontier): {State.STREAMING, State.DONE},
+    (State.AWAIT_FRONTIER, Frontier): {State.AWAIT_FRONTIER, State.STREAMING, State.DONE},
     (State.STREAMING, ClubInfo): {State.STREAMING},
     (State.STREAMING, LogInfo): {State.STREAMING},
     (State.STREAMING, Batch): {State.STREAMING},
     (State.STREAMING, Done): {State.DONE},
     (State.DONE, EndOfStream): {State.DONE},
+    (State.DONE, AskWant): {State.STREAMING, State.DONE},
     (State.DONE, Stored): {State.START, State.CLOSED},
 }
 # Legal moves that a condition of the table may still refuse: a bad frontier, a log
 # not asked for or an empty batch, `more` without progress.
 CONDITIONAL = {
     (State.AWAIT_FRONTIER, Frontier),
+    (State.STREAMING, ClubInfo),
     (State.STREAMING, LogInfo),
     (State.STREAMING, Batch),
     (State.DONE, Stored),
@@ -398,6 +401,7 @@ inputs: st.SearchStrategy[Input] = st.one_of(
     st.builds(Error, st.sampled_from(["unknown_log", "busy"]), st.text(max_size=8)),
     st.just(AskFrontier()),
     st.just(EndOfStream()),
+    st.just(AskWant()),
     st.builds(Stored, local_heads),
 )
 
@@ -408,6 +412,8 @@ def feed(session: Session, event: Input) -> None:
         session.frontier_known()
     elif isinstance(event, EndOfStream):
         session.end_of_stream()
+    elif isinstance(event, AskWant):
+        session.next_want()
     elif isinstance(event, Stored):
         session.stored(event.heads)
     elif session.state is State.AWAIT_FRONTIER:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from federation.errors import RemoteProtocolError
 from federation.sync import serve
+from federation.sync import session as session_module
 from federation.sync.messages import Batch, Done, Frontier, Message, Want, WantLog
 from federation.sync.session import State
 from tests.sync.pair import Client, Server, chain, frontier_of, run_round, wire
@@ -169,3 +170,50 @@ def test_any_start_catches_up_in_one_round_whatever_the_limits(
     for log, n in served.items():
         assert len(client.logs[log]) >= n
         assert client.logs[log][:n] == held(server)[log]
+
+
+# --- pages and hidden logs (protocol.md §6.1, §6.2) --------------------------------------
+
+
+@contextlib.contextmanager
+def small_pages(logs: int) -> Iterator[None]:
+    """Frontier pages and wants of at most `logs` logs."""
+    with (
+        mock.patch.object(serve, "MAX_FRONTIER_LOGS", logs),
+        mock.patch.object(session_module, "MAX_FRONTIER_LOGS", logs),
+    ):
+        yield
+
+
+def test_a_frontier_over_a_page_pages_and_the_want_splits() -> None:
+    logs = [bytes([n]) * 32 for n in range(1, 8)]
+    server = Server({log: chain(log, 2) for log in logs})
+    client = Client()
+    with small_pages(3):
+        session = run_round(client, server)
+    assert session.complete
+    assert (session.pages, session.listed) == (3, 7)
+    assert [len(w.logs) for w in server.wants] == [3, 3, 1]
+    assert held(server) == client.logs
+    # Every page carries the whole view's digest: `known` then works in one request.
+    with small_pages(3):
+        again = run_round(client, server, session.digest)
+    assert again.complete
+    assert again.pages == 0  # unchanged: no page listed
+
+
+def test_a_hidden_log_is_wanted_as_an_unknown_one() -> None:
+    """A log the client holds but this peer may not receive from it: the want and
+    `complete` are those of a client that does not hold it (DESIGN principle 17)."""
+    server = Server({A: chain(A, 2), B: chain(B, 3)})
+    holding, fresh = Client({A: [e.signed for e in chain(A, 5)]}), Client()
+    run_round(holding, server, hidden=frozenset({A}))
+    run_round(fresh, server)
+    assert server.wants[0] == server.wants[1]
+    assert server.wants[0].logs[0] == WantLog(A, 0, 0, True)
+    # (`complete` counts a hidden log as far as the seqs of the peer's batches reach;
+    # this pair's stand-in headers carry none: tests/attacks/test_wants.py has it.)
+    # The control: not hidden, the want shows the client's head (and wants nothing).
+    shown = run_round(Client({A: [e.signed for e in chain(A, 1)]}), server)
+    assert server.wants[-1].logs[0] == WantLog(A, 0, 0, False)
+    assert shown.complete

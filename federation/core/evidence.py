@@ -1,0 +1,126 @@
+"""Evidence: one signed event with everything needed to verify it offline.
+
+The feed serves it at `/events/{id}` and `federation verify-event FILE` checks it, with
+nothing but the file: the club's genesis gives the club id (protocol.md §2.1) and the
+key that may sign for it (§2.2), the log descriptor gives the log id and its audience
+(§3.3), and the signed header commits to the payload by hash and size (§3.1). Bytes are
+carried exactly as signed or hashed (base64 in JSON), never re-encoded (DESIGN
+principle 1); the readable `header` is a courtesy and is checked against them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from federation.core import canonical
+from federation.core.canonical import Kind
+from federation.core.events import VerifiedEvent, verify_event
+from federation.core.keys import KeyAuthority
+from federation.core.log import format_audience
+from federation.errors import InvalidEventError
+
+# Bigger than any honest document: a 64 KiB payload, base64, plus headers and genesis.
+MAX_EVIDENCE_BYTES = 256 * 1024
+
+
+class EvidenceHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The signed header, decoded for people; `signed` is what counts."""
+
+    club: str
+    log: str
+    seq: int
+    prev: str
+    time: dt.datetime
+    kind: str
+    payload_hash: str
+    payload_size: int
+    key: str
+
+
+class Evidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A signed event and what verifies it: `/events/{id}` in the feed's OpenAPI."""
+
+    id: str
+    audience: str
+    header: EvidenceHeader
+    signed: bytes  # header + signature, exactly as signed (§3.1)
+    payload: bytes | None  # None: erased, the header still commits to it (§3.5)
+    genesis: bytes  # the club's genesis record (§2.1)
+    descriptor: bytes  # the log's descriptor (§3.3)
+
+
+def kind_name(kind: int) -> str:
+    try:
+        return Kind(kind).name.lower()
+    except ValueError:
+        return f"kind-{kind}"
+
+
+def time_of(time_us: int) -> dt.datetime:
+    """A header's time claim as UTC, clamped to what datetime can hold."""
+    seconds = min(max(time_us / 1_000_000, 0), 253_402_300_799)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def evidence_of(event: VerifiedEvent, genesis: bytes, descriptor: bytes) -> Evidence:
+    h = event.header
+    return Evidence(
+        id=event.id.hex(),
+        audience=format_audience(canonical.decode_log(descriptor).audience),
+        header=EvidenceHeader(
+            club=h.club.hex(),
+            log=h.log.hex(),
+            seq=h.seq,
+            prev=h.prev.hex(),
+            time=time_of(h.time_us),
+            kind=kind_name(h.kind),
+            payload_hash=h.payload_hash.hex(),
+            payload_size=h.payload_size,
+            key=h.key.hex(),
+        ),
+        signed=event.signed,
+        payload=event.payload,
+        genesis=genesis,
+        descriptor=descriptor,
+    )
+
+
+_decoder = msgspec.json.Decoder(Evidence)
+
+
+def decode_evidence(data: bytes) -> Evidence:
+    if len(data) > MAX_EVIDENCE_BYTES:
+        raise InvalidEventError(f"the file is over {MAX_EVIDENCE_BYTES} bytes: not an event")
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise InvalidEventError(f"not an event document from a feed: {exc}") from None
+
+
+def check_evidence(doc: Evidence) -> VerifiedEvent:
+    """Verify the document on its own, in order: genesis -> club, descriptor -> log,
+    then the header's key, signature and payload commitment. Raises InvalidEventError
+    naming the first check that failed."""
+    try:
+        genesis = canonical.decode_genesis(doc.genesis)
+        descriptor = canonical.decode_log(doc.descriptor)
+        header = canonical.decode_header(doc.signed)
+    except (InvalidEventError, ValueError) as exc:
+        raise InvalidEventError(f"a field does not decode: {exc}") from None
+    club = canonical.club_id(doc.genesis)
+    if header.club != club:
+        raise InvalidEventError("the genesis is not that of the club that signed the event")
+    if descriptor.club != club:
+        raise InvalidEventError("the log descriptor belongs to another club")
+    if canonical.log_id(doc.descriptor) != header.log:
+        raise InvalidEventError("the log descriptor does not give the event's log id")
+    if doc.audience != format_audience(descriptor.audience):
+        raise InvalidEventError("the audience shown is not the one the log descriptor holds")
+    event = verify_event(doc.signed, doc.payload, KeyAuthority({club: genesis}).may_sign)
+    if event.id.hex() != doc.id:
+        raise InvalidEventError("the id shown is not the signed event's id")
+    if evidence_of(event, doc.genesis, doc.descriptor).header != doc.header:
+        raise InvalidEventError("the readable header does not match the signed bytes")
+    return event

@@ -1,0 +1,269 @@
+"""Joint campaign proposals on a node: propose, answer, amend, withdraw, export.
+
+The shell around `views.proposals` (the outcome) and `views.agreement` (the record):
+every step is signed through `Node.post` into this club's log whose audience is
+exactly the proposer and the invited clubs (protocol.md §3.7), after the view's own
+`check` says the payload is well formed, so a node never makes a step it would
+itself ignore as malformed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from federation.core import canonical
+from federation.core.canonical import Audience, Kind
+from federation.core.payloads import STRICT_PAYLOAD_TYPES, Proposal
+from federation.core.selection import fold_roster, roster_log_id
+from federation.errors import UsageError
+from federation.node.node import Node
+from federation.store.base import PAGE_EVENTS
+from federation.store.meta import delivered
+from federation.views import agreement
+from federation.views.proposals import Outcome, Step, check, decode, fold, participants
+
+
+async def _proposal_events(node: Node) -> list[tuple[Step, canonical.Header, bytes]]:
+    found = []
+    for record in await node.store.logs():
+        if record.audience.kind != "clubs" or record.head is None:
+            continue
+        after = 0
+        while page := await node.store.events(record.id, after, PAGE_EVENTS):
+            after = page[-1].header.seq
+            for e in page:
+                h = e.header
+                if h.kind == Kind.PROPOSAL:
+                    step = Step(
+                        e.id, h.club, h.log, h.seq, h.time_us, record.audience.clubs, e.payload
+                    )
+                    found.append((step, h, record.descriptor))
+    return found
+
+
+async def outcomes(node: Node) -> list[Outcome]:
+    """Every proposal this node holds, with its outcome now."""
+    steps = [s for s, _, _ in await _proposal_events(node)]
+    return fold(steps, node.clock())[0]
+
+
+async def find(node: Node, ref: str) -> Outcome:
+    """A proposal by its id or an unambiguous prefix of at least 8 hex digits."""
+    text = ref.strip().lower()
+    matches = [o for o in await outcomes(node) if len(text) >= 8 and o.proposal.startswith(text)]
+    if not matches:
+        raise UsageError(f"no proposal {ref!r} here; list them with `federation proposal list`")
+    if len(matches) > 1:
+        raise UsageError(f"proposal {ref!r} is ambiguous; give more digits")
+    return matches[0]
+
+
+async def resolve_club(node: Node, ref: str) -> bytes:
+    """A club by a peer's name, or by an id prefix (at least 4 hex digits) of a peer or
+    of any club this node knows."""
+    peers = await node.store.peers()
+    named = {p.club for p in peers if p.name == ref}
+    text = ref.strip().lower()
+    known = {p.club for p in peers} | set(node.genesis)
+    by_id = {c for c in known if len(text) >= 4 and c.hex().startswith(text)}
+    matches = named | by_id
+    if not matches:
+        raise UsageError(
+            f"no club {ref!r}: name a peer (`federation peers list`) or give a club id"
+        )
+    if len(matches) > 1:
+        raise UsageError(f"{ref!r} names more than one club; give more of the club id")
+    return matches.pop()
+
+
+def _make(fields: dict[str, object], *, first: bool) -> dict[str, object]:
+    try:
+        value = msgspec.convert(fields, STRICT_PAYLOAD_TYPES[Kind.PROPOSAL], strict=False)
+    except msgspec.ValidationError as exc:
+        raise UsageError(f"invalid proposal: {exc}; fix that option and try again") from None
+    assert isinstance(value, Proposal)
+    why = check(value, first=first)
+    if why is not None:
+        raise UsageError(f"invalid proposal: {why}")
+    return fields
+
+
+async def _post(node: Node, audience: tuple[bytes, ...], fields: dict[str, object]) -> bytes:
+    _, event = await node.post(Kind.PROPOSAL, fields, Audience("clubs", audience))
+    return event.id
+
+
+def _audience(o: Outcome) -> tuple[bytes, ...]:
+    return tuple(sorted(bytes.fromhex(c) for c in {o.proposer, *o.invited}))
+
+
+async def propose(
+    node: Node,
+    *,
+    title: str,
+    invited: list[bytes],
+    deadline: dt.datetime,
+    rule: str = "all",
+    aims: str = "",
+    asks: dict[str, str] | None = None,
+    actions: list[dict[str, object]] | None = None,
+) -> bytes:
+    """Sign a first version; returns the proposal id (that event's id)."""
+    if node.club in invited:
+        raise UsageError("a club does not invite itself; name the other clubs")
+    fields = _make(
+        {
+            "op": "proposed",
+            "title": title,
+            "aims": aims,
+            "asks": asks or {},
+            "actions": actions or [],
+            "rule": rule,
+            "deadline": deadline,
+            "invited": sorted(c.hex() for c in invited),
+        },
+        first=True,
+    )
+    return await _post(node, tuple(sorted({node.club, *invited})), fields)
+
+
+async def amend(node: Node, ref: str, changes: dict[str, object]) -> bytes:
+    """Sign a new version of the current one with `changes`; returns its version id."""
+    o = await find(node, ref)
+    _open_for(node, o)
+    v = o.version
+    fields: dict[str, object] = {
+        "op": "proposed",
+        "proposal": o.proposal,
+        "amends": v.id,
+        "title": v.title,
+        "aims": v.aims,
+        "asks": v.asks,
+        "actions": v.actions,
+        "rule": o.rule,
+        "deadline": dt.datetime.fromtimestamp(v.deadline_us / 1e6, dt.UTC),
+        "invited": o.invited,
+    }
+    fields.update({k: val for k, val in changes.items() if val is not None})
+    return await _post(node, _audience(o), _make(fields, first=False))
+
+
+def _open_for(node: Node, o: Outcome) -> None:
+    me = node.club.hex()
+    if me != o.proposer and me not in o.invited:
+        raise UsageError(f"this club is not invited to proposal {o.proposal[:12]}")
+    if o.state in ("agreed", "withdrawn"):
+        raise UsageError(f"proposal {o.proposal[:12]} is {o.state} already: nothing to change")
+
+
+async def answer(node: Node, ref: str, op: str, text: str = "") -> bytes:
+    """Accept, decline or retract the current version; returns the answer's event id."""
+    o = await find(node, ref)
+    _open_for(node, o)
+    fields: dict[str, object] = {"op": op, "proposal": o.proposal, "version": o.version.id}
+    if op == "accepted":
+        fields["commitment"] = text
+    elif op == "declined":
+        fields["reason"] = text
+    return await _post(node, _audience(o), _make(fields, first=False))
+
+
+async def withdraw(node: Node, ref: str) -> bytes:
+    o = await find(node, ref)
+    _open_for(node, o)
+    if node.club.hex() != o.proposer:
+        raise UsageError("only the proposer withdraws a proposal; decline it instead")
+    return await _post(node, _audience(o), {"op": "withdrawn", "proposal": o.proposal})
+
+
+def campaign_name(o: Outcome) -> str:
+    """The joint campaign's log name and campaign slug (protocol.md §3.7)."""
+    return f"joint-{o.proposal[:12]}"
+
+
+async def choose_feed(node: Node, ref: str, *, shown: bool) -> bytes:
+    """Record, signed, whether this participant shows the joint campaign on its feed:
+    a `feed` step in its joint campaign log, read by the view as `shown_by`."""
+    o = await find(node, ref)
+    if o.state != "agreed" or node.club.hex() not in participants(o):
+        raise UsageError("only a participant of an agreed proposal chooses its feed")
+    audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
+    fields = {"op": "feed", "proposal": o.proposal, "shown": shown}
+    _, event = await node.post(Kind.PROPOSAL, fields, Audience("clubs", audience), campaign_name(o))
+    return event.id
+
+
+async def post_update(node: Node, ref: str, text: str, title: str | None = None) -> bytes:
+    """Post an update to the joint campaign: a campaign step in the participants' log."""
+    o = await find(node, ref)
+    if o.state != "agreed" or node.club.hex() not in participants(o):
+        raise UsageError("only a participant of an agreed proposal posts to its campaign")
+    audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
+    fields: dict[str, object] = {
+        "campaign": campaign_name(o),
+        "op": "updated",
+        "title": title,
+        "text": text,
+    }
+    _, event = await node.post(Kind.CAMPAIGN, fields, Audience("clubs", audience), campaign_name(o))
+    return event.id
+
+
+async def delivery(node: Node, o: Outcome) -> dict[str, dict[str, object]]:
+    """Per invited club, best knowledge of which versions reached it, and its route.
+
+    "answered": it signed a step naming that version (evidence). "sent": this node
+    sent it our log up to that version (store.meta delivery records: it took them).
+    "unknown": neither, which is not proof it lacks them (another peer may relay).
+    Route: "peer", "via" the peers whose rosters list it, or "none" (protocol.md §3.7)."""
+    peers = {p.club: p for p in await node.store.peers()}
+    steps = {s.id.hex(): (s, h) for s, h, _ in await _proposal_events(node)}
+    answered: dict[str, set[str]] = {}
+    for s, _h in steps.values():
+        if s.payload is not None:
+            p = decode(s.payload)
+            if p is not None:
+                answered.setdefault(s.club.hex(), set()).add(str(p.version or p.amends))
+    result: dict[str, dict[str, object]] = {}
+    for club_hex in [c for c in (o.proposer, *o.invited) if c != node.club.hex()]:
+        club = bytes.fromhex(club_hex)
+        versions: dict[str, str] = {}
+        for v in o.versions:
+            step, header = steps[v]
+            if v in answered.get(club_hex, set()) or step.club == club:
+                versions[v] = "answered"
+            elif (
+                step.club == node.club and await delivered(node.store, club, header.log) >= step.seq
+            ):
+                versions[v] = "sent"
+            else:
+                versions[v] = "unknown"
+        via = []
+        for peer in peers.values():
+            roster: set[bytes] = set()
+            fold_roster(roster, await node.store.events(roster_log_id(peer.club), 0, PAGE_EVENTS))
+            if club in roster:
+                via.append(peer.name)
+        route = "peer" if club in peers else ("via " + ", ".join(sorted(via)) if via else "none")
+        result[club_hex] = {"versions": versions, "route": route}
+    return result
+
+
+async def export(node: Node, ref: str) -> bytes:
+    """The agreement record of an agreed proposal (protocol.md §3.8)."""
+    o = await find(node, ref)
+    if o.state != "agreed":
+        raise UsageError(
+            f"proposal {o.proposal[:12]} is {o.state}: only an agreed proposal has a record"
+        )
+    events = []
+    descriptors: dict[bytes, bytes] = {}
+    for s, _, descriptor in await _proposal_events(node):
+        if s.id.hex() in o.evidence:
+            held = await node.store.event_at(s.log, s.seq)
+            assert held is not None
+            events.append(held)
+            descriptors[s.log] = descriptor
+    return agreement.make_record(o, events, await node.store.clubs(), descriptors)

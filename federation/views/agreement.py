@@ -1,0 +1,132 @@
+"""The agreement record: an agreed proposal as one file anyone can verify offline.
+
+`make_record` writes it from what a node holds; `check_record` verifies it with
+nothing but the file (protocol.md §3.8): each club id is the hash of its genesis,
+each log id the hash of its descriptor, EVERY event's signature is checked one by
+one (`core.events.verify_event`, never the run shortcut of §4.4, since the record
+holds scattered events, not runs), every payload against its header's hash and size,
+and then the same replay that every node runs (`views.proposals.fold`) must give
+"agreed" for the named version. Bytes are carried exactly as signed or hashed
+(base64 in JSON), never re-encoded (DESIGN principle 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import msgspec
+
+from federation.core import canonical
+from federation.core.canonical import Kind
+from federation.core.events import VerifiedEvent, verify_event
+from federation.core.keys import KeyAuthority
+from federation.errors import InvalidEventError
+from federation.views.proposals import Outcome, Step, fold
+
+FORMAT: Literal["federation-agreement/1"] = "federation-agreement/1"
+# 255 invited clubs, a few steps each of at most 64 KiB: far below; an honest record
+# of a real campaign is tens of KiB. Checked before decoding.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+class RecordEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    signed: bytes  # header + signature, exactly as signed (§3.1)
+    payload: bytes  # a record holds every payload: an answer unseen decides nothing
+
+
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: Literal["federation-agreement/1"]
+    proposal: str
+    version: str
+    rule: str
+    clubs: list[bytes]  # each club's genesis (§2.1)
+    logs: list[bytes]  # each log's descriptor (§3.3)
+    events: list[RecordEvent]  # every step of the proposal, in the exporter's order
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+
+
+def make_record(
+    outcome: Outcome,
+    events: Sequence[VerifiedEvent],
+    genesis: Mapping[bytes, bytes],
+    descriptors: Mapping[bytes, bytes],
+) -> bytes:
+    """The record of an agreed outcome from its steps (`outcome.evidence`), with the
+    genesis of every club and the descriptor of every log they are in."""
+    if outcome.state != "agreed":
+        raise InvalidEventError(f"proposal {outcome.proposal[:12]} is {outcome.state}, not agreed")
+    wanted = set(outcome.evidence)
+    chosen = sorted((e for e in events if e.id.hex() in wanted), key=lambda e: e.id)
+    if len(chosen) != len(wanted) or any(e.payload is None for e in chosen):
+        raise InvalidEventError("an event of the proposal is not held here with its payload")
+    clubs = sorted({e.header.club for e in chosen})
+    logs = sorted({e.header.log for e in chosen})
+    record = Record(
+        FORMAT,
+        outcome.proposal,
+        outcome.version.id,
+        outcome.rule,
+        [genesis[c] for c in clubs],
+        [descriptors[log] for log in logs],
+        [RecordEvent(e.signed, e.payload or b"") for e in chosen],
+    )
+    return _encoder.encode(record)
+
+
+def check_record(data: bytes) -> Outcome:
+    """Verify a record on its own; the agreed outcome, or InvalidEventError naming the
+    first check that failed (tampering, truncation, or answers that do not agree)."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidEventError(f"the file is over {MAX_RECORD_BYTES} bytes: not a record")
+    try:
+        record = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise InvalidEventError(f"not an agreement record (truncated or altered?): {exc}") from None
+    genesis: dict[bytes, canonical.Genesis] = {}
+    for raw in record.clubs:
+        try:
+            genesis[canonical.club_id(raw)] = canonical.decode_genesis(raw)
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"a club genesis does not decode: {exc}") from None
+    audiences: dict[bytes, tuple[bytes, ...]] = {}
+    for raw in record.logs:
+        try:
+            descriptor = canonical.decode_log(raw)
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"a log descriptor does not decode: {exc}") from None
+        if descriptor.club not in genesis:
+            raise InvalidEventError("a log descriptor names a club whose genesis is not here")
+        audiences[canonical.log_id(raw)] = descriptor.audience.clubs
+    authority = KeyAuthority(genesis)
+    steps: list[Step] = []
+    for n, item in enumerate(record.events, 1):
+        try:  # one signature at a time, each on its own (§3.8)
+            event = verify_event(item.signed, item.payload, authority.may_sign)
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"event {n} does not verify: {exc}") from None
+        h = event.header
+        if h.log not in audiences:
+            raise InvalidEventError(f"event {n} is in a log whose descriptor is not here")
+        if h.kind != Kind.PROPOSAL:
+            raise InvalidEventError(f"event {n} is not a proposal step")
+        steps.append(
+            Step(event.id, h.club, h.log, h.seq, h.time_us, audiences[h.log], item.payload)
+        )
+    if len({s.id for s in steps}) != len(steps):
+        raise InvalidEventError("an event is in the record twice")
+    outcomes, _ = fold(steps, now_us=0)
+    found = [o for o in outcomes if o.proposal == record.proposal]
+    if not found:
+        raise InvalidEventError(f"the record does not hold proposal {record.proposal[:12]}")
+    o = found[0]
+    if o.state != "agreed" or o.version.id != record.version or o.rule != record.rule:
+        needs = "; still needed: " + ", ".join(o.missing) if o.missing else ""
+        raise InvalidEventError(
+            f"the answers do not meet rule {o.rule} for version {record.version[:12]}: the "
+            f"signed steps give {o.state} (version {o.version.id[:12]}){needs}"
+        )
+    return o
