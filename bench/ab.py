@@ -6,13 +6,16 @@ prints every measurement, then one JSON line per benchmark with the ratio A/B of
 pair and their median. REV is checked out in a temporary `git worktree` and run by
 this interpreter with this venv's dependencies but REV's own `federation` and
 `bench` packages (a bare venv whose .pth names REV first: the editable install of
-this tree is not seen there, so B's receiver processes run B's code too).
+this tree is not seen there, so B's receiver processes run B's code too). B's cached
+fixtures live in their own temporary directory, kept for later runs, since a store
+A opened may carry a newer schema than B can read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,13 +36,20 @@ def _bare_venv(base: Path, worktree: Path) -> Path:
     return base / "bin" / "python"
 
 
-def _run(python: Path, cwd: Path, names: Sequence[str]) -> list[dict[str, object]]:
+def _run(
+    python: Path, cwd: Path, names: Sequence[str], tmp: Path | None = None
+) -> list[dict[str, object]]:
+    env = dict(os.environ)
+    if tmp is not None:  # where this side's cached fixtures live (tempfile honours TMPDIR)
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
     done = subprocess.run(
         [str(python), "-m", "bench", *names, "--runs", "1"],
         cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise SystemExit(f"bench.ab: {cwd}: python -m bench failed: {done.stderr.strip()[-500:]}")
@@ -60,11 +70,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             python_b = _bare_venv(Path(tmp) / "venv", worktree)
+            # B keeps its fixtures apart, and for later runs: a store that A opened
+            # may carry a newer schema, which B's code would refuse and rebuild.
+            rev = subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", args.rev],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            tmp_b = Path(tempfile.gettempdir()) / f"federation-ab-{rev[:12]}"
             values: dict[str, dict[str, list[float]]] = {}
             units: dict[str, str] = {}
             for pair in range(1, args.pairs + 1):
-                for side, python, cwd in (("B", python_b, worktree), ("A", sys.executable, ROOT)):
-                    for line in _run(Path(python), cwd, args.names):
+                order = (("B", python_b, worktree, tmp_b), ("A", Path(sys.executable), ROOT, None))
+                for side, python, cwd, side_tmp in order:
+                    for line in _run(python, cwd, args.names, side_tmp):
                         print(json.dumps({"side": side, "pair": pair, **line}), flush=True)
                         name = str(line["name"])
                         value = line["value"]
