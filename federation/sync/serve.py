@@ -147,7 +147,9 @@ def stream(
         after = entry.after
         left = entry.limit or _NO_LIMIT
         while left > 0 and total < MAX_EVENTS_PER_RESPONSE:
-            page = yield PageRequest(entry.log, after, min(BATCH_MAX_EVENTS, left))
+            # Never past MAX_EVENTS_PER_RESPONSE: the client refuses an answer over it.
+            room = MAX_EVENTS_PER_RESPONSE - total
+            page = yield PageRequest(entry.log, after, min(BATCH_MAX_EVENTS, left, room))
             if page is None:
                 raise LocalProtocolError("a PageRequest is answered with a page")
             if not page:

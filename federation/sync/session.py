@@ -347,9 +347,12 @@ class Session:
             raise RemoteProtocolError(
                 f"batch goes on past {BATCH_MAX_BYTES} bytes", code="too_large"
             )
-        if self._events + len(events) > MAX_EVENTS_PER_RESPONSE:
+        # A server stops at MAX_EVENTS_PER_RESPONSE; servers before that rule was kept let
+        # the last batch cross it, so one batch more is tolerated, never another.
+        if self._events + len(events) > MAX_EVENTS_PER_RESPONSE + BATCH_MAX_EVENTS:
             raise RemoteProtocolError(
-                f"events answer goes on past {MAX_EVENTS_PER_RESPONSE} events", code="too_large"
+                f"events answer goes on past {MAX_EVENTS_PER_RESPONSE} events (and a batch)",
+                code="too_large",
             )
         seqs = _seqs(events)
         if seqs is not None:

@@ -189,13 +189,14 @@ async def test_a_compressed_answer_is_refused_unread(fed: Federation, hostile: H
 
 async def test_an_answer_never_done_is_bounded_by_events_per_response() -> None:
     """In memory, the session alone: an events answer that goes past
-    MAX_EVENTS_PER_RESPONSE events is refused (`too_large`), whatever the batches."""
+    MAX_EVENTS_PER_RESPONSE events and one batch more (what servers before the cap
+    was kept exactly could send) is refused (`too_large`), whatever the batches."""
     log = bytes(32)
     session = Session({}, None)
     session.frontier_known()
     session.on_frontier(messages.Frontier(bytes(32), [LogHead(log, 1, bytes(32))]))
     batch = Batch(log, [(b"x", None)] * BATCH_MAX_EVENTS)  # headers that do not decode
-    for _ in range(MAX_EVENTS_PER_RESPONSE // BATCH_MAX_EVENTS):
+    for _ in range(MAX_EVENTS_PER_RESPONSE // BATCH_MAX_EVENTS + 1):
         session.on_message(batch)
     with pytest.raises(RemoteProtocolError) as refused:
         session.on_message(batch)

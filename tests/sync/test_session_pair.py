@@ -24,10 +24,13 @@ A, B, C = (bytes([n]) * 32 for n in (1, 2, 3))
 
 @contextlib.contextmanager
 def small_answers(events: int, *, batch: int = 2) -> Iterator[None]:
-    """Answers that stop at `events` events with Done(more=True)."""
+    """Answers that stop at `events` events with Done(more=True); the client holds
+    the server to the same limits (a bench run once found them apart)."""
     with (
         mock.patch.object(serve, "MAX_EVENTS_PER_RESPONSE", events),
         mock.patch.object(serve, "BATCH_MAX_EVENTS", batch),
+        mock.patch.object(session_module, "MAX_EVENTS_PER_RESPONSE", events),
+        mock.patch.object(session_module, "BATCH_MAX_EVENTS", batch),
     ):
         yield
 
