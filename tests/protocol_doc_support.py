@@ -72,6 +72,7 @@ HEX_FIELDS: dict[str, dict[str, int | None]] = {
     "want": {"message": None},
     "batch": {"log": 32, "message": None, "frame_header": 4},
     "export": {"log": 32},
+    "agreement": {"proposer": 32, "proposal": 32, "version": 32, "record_sha256": 32},
 }
 INT_FIELDS: dict[str, tuple[str, ...]] = {
     "genesis": ("time_us",),
@@ -85,6 +86,7 @@ INT_FIELDS: dict[str, tuple[str, ...]] = {
     "want": (),
     "batch": ("count",),
     "export": (),
+    "agreement": ("agreed_us", "record_bytes"),
 }
 
 

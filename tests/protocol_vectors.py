@@ -42,6 +42,7 @@ from federation.core.payloads import make_payload
 from federation.core.selection import ROSTER_LOG_NAME
 from federation.sync import messages, serve
 from federation.sync.messages import Batch, Frontier, Want, WantLog
+from federation.views import agreement, proposals
 
 INFO_PREFIX = "vector"
 
@@ -111,6 +112,23 @@ REQUIRED: dict[str, frozenset[str]] = {
     "want": frozenset(("label", "wants", "message")),
     "batch": frozenset(("label", "log", "count", "ids", "message", "frame_header")),
     "export": frozenset(("label", "log", "club_line", "log_line", "event_line_1")),
+    "agreement": frozenset(
+        (
+            "label",
+            "proposer",
+            "invited",
+            "proposal",
+            "version",
+            "rule",
+            "state",
+            "agreed_us",
+            "step_1",
+            "accepted_1",
+            "record_bytes",
+            "record_sha256",
+            "record",
+        )
+    ),
 }
 OPTIONAL: dict[str, frozenset[str]] = {
     "genesis": frozenset(("recovery_seed", "recovery_key")),
@@ -124,6 +142,9 @@ OPTIONAL: dict[str, frozenset[str]] = {
     "want": frozenset(),
     "batch": frozenset(),
     "export": frozenset(f"event_line_{i}" for i in range(2, 10)),
+    "agreement": frozenset(
+        [f"step_{i}" for i in range(2, 10)] + [f"accepted_{i}" for i in range(2, 10)]
+    ),
 }
 
 
@@ -249,6 +270,7 @@ def check_hex(block: Block, key: str, size: int | None = None) -> bytes:
 CLUB_A_SEED = "federation test vector club A"
 CLUB_A_RECOVERY_SEED = "federation test vector club A recovery"
 CLUB_B_SEED = "federation test vector club B"
+CLUB_C_SEED = "federation test vector club C"
 PASSPHRASE = "correct horse battery staple"
 CLUB_A_NAME = "Northside Workers' Club"
 CLUB_B_NAME = "Riverside Tenants' Union"
@@ -484,8 +506,161 @@ def build() -> list[Block]:
             ),
         )
     )
+    blocks += _erasure_vectors(a, logs["private"])
+    blocks.append(_agreement(a, b))
     blocks += _sync_vectors(a, b, logs, [first, second])
     return blocks
+
+
+def _erasure_vectors(a: _Club, private: bytes) -> list[Block]:
+    """§3.5: a member's report in club A's private log, then the erasure of its payload."""
+    report = sign_event(
+        a.key,
+        club=a.id,
+        log=private,
+        head=None,
+        time_us=_us("2026-01-31T21:00:00+00:00"),
+        kind=Kind.REPORT,
+        payload=make_payload(
+            Kind.REPORT,
+            {
+                "member": "Dana Okafor",
+                "period": "2026-01",
+                "text": "Door-knocked 40 flats on Elm Street; 12 signed the petition.",
+            },
+        ),
+    )
+    erasure = sign_event(
+        a.key,
+        club=a.id,
+        log=private,
+        head=Head(report.header.seq, report.id),
+        time_us=_us("2026-02-20T10:00:00+00:00"),
+        kind=Kind.ERASURE,
+        payload=make_payload(Kind.ERASURE, {"seq": report.header.seq, "event": report.id.hex()}),
+    )
+    return [
+        _event("club A private log seq 1", report),
+        _event("club A private log seq 2", erasure),
+    ]
+
+
+def _agreement(a: _Club, b: _Club) -> Block:
+    """§3.8: club A proposes to clubs B and C (rule all), B amends, A, B and C accept the
+    amended version; the record is what `federation proposal export` writes
+    (`views.agreement.make_record`, the function the node's export calls)."""
+    c, _ = _genesis("club C", CLUB_C_SEED, None, "2026-01-03T12:00:00+00:00")
+    audience = Audience("clubs", tuple(sorted((a.id, b.id, c.id))))
+    name = default_log_name(audience)
+    descriptors = {}
+    for club in (a, b, c):
+        descriptor = descriptor_bytes(club.id, name, audience)
+        descriptors[canonical.log_id(descriptor)] = descriptor
+    heads: dict[bytes, Head] = {}
+    signed: list[VerifiedEvent] = []
+
+    def step(club: _Club, time: str, fields: dict[str, object]) -> VerifiedEvent:
+        log = canonical.log_id(descriptor_bytes(club.id, name, audience))
+        event = sign_event(
+            club.key,
+            club=club.id,
+            log=log,
+            head=heads.get(club.id),
+            time_us=_us(time),
+            kind=Kind.PROPOSAL,
+            payload=make_payload(Kind.PROPOSAL, fields),
+        )
+        heads[club.id] = Head(event.header.seq, event.id)
+        signed.append(event)
+        return event
+
+    invited = sorted(x.id.hex() for x in (b, c))
+    deadline = dt.datetime(2026, 3, 20, 18, 0, tzinfo=dt.UTC)
+    action = {"what": "Rent strike march", "where": "Town hall steps"}
+    first = step(
+        a,
+        "2026-03-02T10:00:00+00:00",
+        {
+            "op": "proposed",
+            "title": "Rent strike bloc at the March 28 march",
+            "aims": "A joint bloc of tenants and workers for rent control.",
+            "asks": {"*": "a bloc of ten with banners"},
+            "actions": [{**action, "starts": "2026-03-28T12:00:00+00:00"}],
+            "rule": "all",
+            "deadline": deadline,
+            "invited": invited,
+        },
+    )
+    pid = first.id.hex()
+    amended = step(
+        b,
+        "2026-03-03T09:00:00+00:00",
+        {
+            "op": "proposed",
+            "proposal": pid,
+            "amends": pid,
+            "title": "Rent strike bloc and stall at the March 28 march",
+            "aims": "A joint bloc of tenants and workers for rent control.",
+            "asks": {"*": "a bloc of ten with banners", c.id.hex(): "the leaflet stall"},
+            "actions": [{**action, "starts": "2026-03-28T11:00:00+00:00"}],
+            "rule": "all",
+            "deadline": deadline,
+            "invited": invited,
+        },
+    )
+    version = amended.id.hex()
+    for club, time, commitment in (
+        (b, "2026-03-03T09:05:00+00:00", "ten members with banners"),
+        (a, "2026-03-04T18:00:00+00:00", "the sound system and twenty stewards"),
+        (c, "2026-03-05T12:00:00+00:00", "the leaflet stall and eight members"),
+    ):
+        step(
+            club,
+            time,
+            {"op": "accepted", "proposal": pid, "version": version, "commitment": commitment},
+        )
+
+    steps = [
+        proposals.Step(
+            e.id,
+            e.header.club,
+            e.header.log,
+            e.header.seq,
+            e.header.time_us,
+            audience.clubs,
+            e.payload,
+        )
+        for e in signed
+    ]
+    (outcome,), _ = proposals.fold(steps, now_us=0)
+    assert outcome.state == "agreed"
+    assert outcome.version.id == version
+    genesis = {x.id: x.genesis for x in (a, b, c)}
+    record = agreement.make_record(outcome, signed, genesis, descriptors)
+    assert outcome.agreed_us is not None
+    fields: list[tuple[str, str]] = [
+        ("label", "agreement record: club A proposes to clubs B and C, B amends, all accept"),
+        ("proposer", a.id.hex()),
+        ("invited", " ".join(invited)),
+        ("proposal", pid),
+        ("version", version),
+        ("rule", outcome.rule),
+        ("state", outcome.state),
+        ("agreed_us", str(outcome.agreed_us)),
+    ]
+    for i, e in enumerate(signed, start=1):
+        assert e.payload is not None
+        fields.append((f"step_{i}", f"{e.id.hex()} {e.payload.decode()}"))
+    for i, (club_hex, answer) in enumerate(sorted(outcome.accepted.items()), start=1):
+        fields.append(
+            (f"accepted_{i}", f"{club_hex} {answer.version} {answer.event} {answer.text}")
+        )
+    fields += [
+        ("record_bytes", str(len(record))),
+        ("record_sha256", hashlib.sha256(record).hexdigest()),
+        ("record", record.decode()),
+    ]
+    return Block("agreement", tuple(fields))
 
 
 def _heads_text(heads: Sequence[messages.LogHead]) -> str:

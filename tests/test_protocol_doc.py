@@ -10,6 +10,7 @@ test. The tables of limits (§6.4) and error codes (§7) are checked against the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -22,11 +23,18 @@ import pytest
 from federation.core import canonical
 from federation.core.canonical import Genesis, Header, Kind, LogDescriptor
 from federation.core.crypto import SigningKey, derive_key, open_sealed
-from federation.core.events import Head, verify_event, verify_run
+from federation.core.events import Head, KeyCheck, VerifiedEvent, verify_event, verify_run
 from federation.core.log import fork_between, format_audience, parse_audience
-from federation.core.payloads import PAYLOAD_TYPES, STRICT_PAYLOAD_TYPES
+from federation.core.payloads import (
+    PAYLOAD_TYPES,
+    STRICT_PAYLOAD_TYPES,
+    Erasure,
+    erases,
+    erasure_target,
+)
 from federation.errors import ForkError, InvalidEventError
 from federation.node.keyfile import open_key, seal_key
+from federation.views import agreement
 from tests.protocol_doc_support import (
     DOC,
     ROOT,
@@ -105,7 +113,7 @@ def test_every_vector_type_is_shown(blocks: list[Block]) -> None:
     audiences = {b.get("audience").split(":")[0] for b in of_type(blocks, "log")}
     assert audiences == {"private", "federation", "public", "clubs"}
     kinds = {b.get("kind_name") for b in of_type(blocks, "event")}
-    assert {"note", "action"} <= kinds
+    assert {"note", "action", "report", "erasure"} <= kinds
     assert {b.get("kdf") for b in of_type(blocks, "keyfile")} == {"scrypt", "none"}
 
 
@@ -424,3 +432,174 @@ def test_layout_types_match_the_struct(name: str, layout_struct: struct.Struct) 
     codes = re.findall(r"(\d*)([a-zA-Z])", layout_struct.format.lstrip(">"))
     expected = [f"bytes[{n}]" if c == "s" else _STRUCT_CODES[c] for n, c in codes]
     assert [kind for _, _, _, kind in layout(name)] == expected
+
+
+# --- erasure (§3.5) --------------------------------------------------------------------
+
+
+def test_erasure_event_names_the_erased_event(blocks: list[Block]) -> None:
+    check = authorised(blocks)
+    events = {(b.hex("log"), b.int("seq")): b for b in of_type(blocks, "event")}
+    erasures = [b for b in of_type(blocks, "event") if b.get("kind_name") == "erasure"]
+    assert erasures, "protocol.md shows no erasure event"
+    for b in erasures:
+        assert b.int("kind") == Kind.ERASURE.value == 6
+        payload = b.hex("payload")
+        verify_event(b.hex("signed_header"), payload, check)
+        # By hand: exactly {"seq", "event"}, an earlier seq of the same log and its id.
+        fields = json.loads(payload)
+        assert set(fields) == {"seq", "event"}
+        assert 1 <= fields["seq"] < b.int("seq")
+        erased = events[(b.hex("log"), fields["seq"])]
+        assert fields["event"] == erased.get("id")
+        assert erased.get("kind_name") not in ("roster", "erasure")
+        # By the reference: the payload decodes strictly and erases exactly that event.
+        assert msgspec.json.decode(payload, type=Erasure) == Erasure(fields["seq"], fields["event"])
+        named = erasure_target(b.int("seq"), payload)
+        assert named == (erased.int("seq"), erased.hex("id"))
+        assert erases(erased.int("seq"), erased.hex("id"), erased.int("kind"), named)
+        assert not erases(erased.int("seq"), bytes(32), erased.int("kind"), named)
+        assert not erases(erased.int("seq"), erased.hex("id"), Kind.ROSTER, named)
+        assert erasure_target(fields["seq"], payload) is None, "it must name an earlier seq"
+        # The erased event without its payload: same id, the run still verifies (§3.5).
+        assert verify_event(erased.hex("signed_header"), None, check).id == erased.hex("id")
+        run = sorted(
+            (e for (log, _), e in events.items() if log == b.hex("log")),
+            key=lambda e: e.int("seq"),
+        )
+        items = [(e.hex("signed_header"), None if e is erased else e.hex("payload")) for e in run]
+        out, error = verify_run(b.hex("log"), None, items, check, every_signature=True)
+        assert error is None
+        assert list(out.ids) == [e.hex("id") for e in run]
+
+
+# --- the agreement record (§3.8) --------------------------------------------------------
+
+
+def _agreement(blocks: list[Block]) -> tuple[Block, bytes]:
+    """The one agreement vector and its record's bytes (checked against its length and hash)."""
+    (b,) = of_type(blocks, "agreement")
+    data = b.get("record").encode()
+    assert len(data) == b.int("record_bytes")
+    assert hashlib.sha256(data).digest() == b.hex("record_sha256")
+    return b, data
+
+
+def _numbered(b: Block, key: str) -> list[str]:
+    found = [b.get(f"{key}_{i}") for i in range(1, 10) if b.has(f"{key}_{i}")]
+    assert len(found) == sum(k.startswith(f"{key}_") for k, _ in b.fields), f"{key}_N has gaps"
+    return found
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _genesis_keys(geneses: list[bytes]) -> KeyCheck:
+    """Version 1 (§2.2): each club's genesis key, and only it, signs for the club."""
+    keys = {hashlib.sha256(g).digest(): canonical.decode_genesis(g).key for g in geneses}
+
+    def check(club: bytes, key: bytes) -> bool:
+        return keys.get(club) == key
+
+    return check
+
+
+def test_agreement_record_by_hand(blocks: list[Block]) -> None:
+    b, data = _agreement(blocks)
+    record = json.loads(data)
+    assert list(record) == ["format", "proposal", "version", "rule", "clubs", "logs", "events"]
+    assert record["format"] == "federation-agreement/1"
+    assert (record["proposal"], record["version"], record["rule"]) == (
+        b.get("proposal"),
+        b.get("version"),
+        b.get("rule"),
+    )
+    geneses = [_b64(g) for g in record["clubs"]]
+    clubs = {b.hex("proposer"), *(bytes.fromhex(c) for c in b.get("invited").split(" "))}
+    assert {hashlib.sha256(g).digest() for g in geneses} == clubs
+    logs = {}
+    for d in map(_b64, record["logs"]):
+        descriptor = canonical.decode_log(d)
+        assert descriptor.club in clubs
+        assert descriptor.audience == canonical.Audience("clubs", tuple(sorted(clubs)))
+        logs[hashlib.sha256(d).digest()] = descriptor
+    check = _genesis_keys(geneses)
+    held = {}
+    for item in record["events"]:
+        assert list(item) == ["signed", "payload"]
+        signed, payload = _b64(item["signed"]), _b64(item["payload"])
+        event = verify_event(signed, payload, check)
+        assert event.header.kind == Kind.PROPOSAL
+        assert logs[event.header.log].club == event.header.club
+        held[event.id.hex()] = payload
+    steps = dict(line.split(" ", 1) for line in _numbered(b, "step"))
+    assert held == {i: p.encode() for i, p in steps.items()}
+    assert next(iter(steps)) == b.get("proposal"), "step_1 is the first version"
+    assert json.loads(steps[b.get("version")])["amends"] == b.get("proposal")
+
+
+def test_agreement_record_verifies_offline(
+    blocks: list[Block], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, data = _agreement(blocks)
+    checked: list[bytes] = []
+
+    def one_by_one(signed: bytes, payload: bytes | None, may_sign: KeyCheck) -> VerifiedEvent:
+        checked.append(signed)
+        return verify_event(signed, payload, may_sign)
+
+    monkeypatch.setattr("federation.views.agreement.verify_event", one_by_one)
+    o = agreement.check_record(data)
+    monkeypatch.undo()
+    record = json.loads(data)
+    events = [(_b64(e["signed"]), _b64(e["payload"])) for e in record["events"]]
+    assert checked == [signed for signed, _ in events], "every signature, one by one"
+    assert (o.state, o.proposal, o.version.id, o.rule, o.proposer) == (
+        b.get("state"),
+        b.get("proposal"),
+        b.get("version"),
+        b.get("rule"),
+        b.get("proposer"),
+    )
+    assert o.invited == b.get("invited").split(" ")
+    assert o.agreed_us == b.int("agreed_us")
+    accepted = {}
+    for line in _numbered(b, "accepted"):
+        club, version, event, text = line.split(" ", 3)
+        accepted[club] = (version, event, text)
+    assert {c: (a.version, a.event, a.text) for c, a in o.accepted.items()} == accepted
+    assert set(accepted) == {o.proposer, *o.invited}
+    assert {version for version, _, _ in accepted.values()} == {b.get("version")}
+    # The record is what the exporter writes from these steps, byte for byte.
+    geneses = [_b64(g) for g in record["clubs"]]
+    descriptors = [_b64(d) for d in record["logs"]]
+    check = _genesis_keys(geneses)
+    again = agreement.make_record(
+        o,
+        [verify_event(signed, payload, check) for signed, payload in events],
+        {canonical.club_id(g): g for g in geneses},
+        {canonical.log_id(d): d for d in descriptors},
+    )
+    assert again == data
+
+
+def test_agreement_record_refuses_any_changed_byte(blocks: list[Block]) -> None:
+    # Every one-byte change is refused, or changes no byte the record carries: the
+    # unused low bits of a base64 string's last character before "=" (RFC 4648 §3.5)
+    # are ignored by the reader, so the bytes decoded, signed and hashed are the same.
+    _, data = _agreement(blocks)
+    decoded = msgspec.json.decode(data, type=agreement.Record)
+    unchanged = 0
+    for i in range(len(data)):
+        bad = data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :]
+        try:
+            agreement.check_record(bad)
+        except InvalidEventError:
+            continue
+        assert msgspec.json.decode(bad, type=agreement.Record) == decoded, f"byte {i}"
+        assert data[i + 1 : i + 2] == b"=", f"byte {i} is not a base64 pad-bit character"
+        unchanged += 1
+    assert unchanged < 20
+    with pytest.raises(InvalidEventError, match="truncated or altered"):
+        agreement.check_record(data[:-1])

@@ -59,7 +59,16 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
         a = sub.add_parser(name, help=what)
         a.add_argument("proposal", metavar="ID")
         a.add_argument("--text", default="")
-    feed = sub.add_parser("feed", help="show or hide the joint campaign on this club's feed")
+    sub.choices["update"].add_argument(
+        "--public",
+        action="store_true",
+        help="post it on this club's public feed instead (the club must show the campaign)",
+    )
+    feed = sub.add_parser(
+        "feed",
+        help="show the joint campaign on this club's public feed (its title and aims, "
+        "nothing else of the proposal), or hide it (erase what was shown)",
+    )
     feed.add_argument("proposal", metavar="ID")
     feed.add_argument("choice", choices=("show", "hide"))
     sub.add_parser("list", help="every proposal held here and its state")
@@ -174,6 +183,23 @@ def _verify(path: Path) -> Output:
     return Output(msgspec.to_builtins(o), lines)
 
 
+def _feed(choice: proposals.FeedChoice) -> Output:
+    lines = [f"feed: signed {choice.step} (the participants see this club's choice)"]
+    lines += [
+        f"published {e[:12]} in this club's public log: the joint campaign's title and "
+        "aims only (no asks, commitments or other clubs)"
+        for e in choice.published
+    ]
+    if choice.erased:
+        lines.append(
+            f"erased {len(choice.erased)} public step(s) of it everywhere they went "
+            "(protocol.md §3.5); anyone may have read or kept a copy before"
+        )
+    if not choice.published and not choice.erased:
+        lines.append("this club's public feed already showed this choice: nothing more posted")
+    return Output(msgspec.to_builtins(choice), lines)
+
+
 def _write(path: Path, data: bytes) -> None:
     try:
         path.write_bytes(data)
@@ -222,9 +248,9 @@ async def _on_node(node: Node, args: argparse.Namespace) -> Output:
     elif a == "withdraw":
         eid = await proposals.withdraw(node, args.proposal)
     elif a == "feed":
-        eid = await proposals.choose_feed(node, args.proposal, shown=args.choice == "show")
+        return _feed(await proposals.choose_feed(node, args.proposal, shown=args.choice == "show"))
     elif a == "update":
-        eid = await proposals.post_update(node, args.proposal, args.text)
+        eid = await proposals.post_update(node, args.proposal, args.text, public=args.public)
     else:  # pragma: no cover - argparse allows nothing else
         raise FederationError(f"unknown action {a}")
     return Output({"event": eid.hex()}, [f"{a}: signed {eid.hex()}"])

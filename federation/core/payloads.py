@@ -48,13 +48,19 @@ class Report(msgspec.Struct, frozen=True):
     text: Text
 
 
+Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Campaign(msgspec.Struct, frozen=True):
-    """A step in a campaign's life, keyed by `campaign` (a slug) within one log."""
+    """A step in a campaign's life, keyed by `campaign` (a slug) within one log.
+    `joint`: the proposal id of the joint campaign this step shows on the club's
+    public feed (protocol.md §3.7), or None for the club's own campaign."""
 
     campaign: Slug
     op: Literal["created", "updated", "closed"]
     title: str | None = None
     text: str | None = None
+    joint: Hex64 | None = None
 
 
 class Roster(msgspec.Struct, frozen=True):
@@ -73,7 +79,6 @@ class Erasure(msgspec.Struct, frozen=True):
     event: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 
-Hex64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 # "all": every invited club; "at_least:K": at least K of them (protocol.md §3.7).
 Rule = Annotated[str, msgspec.Meta(pattern=r"^(all|at_least:[1-9][0-9]{0,2})$")]
 

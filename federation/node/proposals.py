@@ -15,13 +15,15 @@ import msgspec
 
 from federation.core import canonical
 from federation.core.canonical import Audience, Kind
+from federation.core.events import VerifiedEvent
 from federation.core.payloads import STRICT_PAYLOAD_TYPES, Proposal
 from federation.core.selection import fold_roster, roster_log_id
 from federation.errors import UsageError
+from federation.node import projector
 from federation.node.node import Node
-from federation.store.base import PAGE_EVENTS
+from federation.store.base import PAGE_EVENTS, LogRecord
 from federation.store.meta import delivered
-from federation.views import agreement
+from federation.views import agreement, campaigns
 from federation.views.proposals import Outcome, Step, check, decode, fold, participants
 
 
@@ -183,30 +185,105 @@ def campaign_name(o: Outcome) -> str:
     return f"joint-{o.proposal[:12]}"
 
 
-async def choose_feed(node: Node, ref: str, *, shown: bool) -> bytes:
-    """Record, signed, whether this participant shows the joint campaign on its feed:
-    a `feed` step in its joint campaign log, read by the view as `shown_by`."""
-    o = await find(node, ref)
-    if o.state != "agreed" or node.club.hex() not in participants(o):
-        raise UsageError("only a participant of an agreed proposal chooses its feed")
-    audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
-    fields = {"op": "feed", "proposal": o.proposal, "shown": shown}
-    _, event = await node.post(Kind.PROPOSAL, fields, Audience("clubs", audience), campaign_name(o))
-    return event.id
+class FeedChoice(msgspec.Struct, frozen=True):
+    """What `choose_feed` signed: the `feed` step in the joint campaign log, and the
+    events of this club's public log (the step shown, or the erasures that hide)."""
+
+    step: str
+    published: list[str]
+    erased: list[str]
 
 
-async def post_update(node: Node, ref: str, text: str, title: str | None = None) -> bytes:
-    """Post an update to the joint campaign: a campaign step in the participants' log."""
-    o = await find(node, ref)
+def _participant(node: Node, o: Outcome, what: str) -> None:
     if o.state != "agreed" or node.club.hex() not in participants(o):
-        raise UsageError("only a participant of an agreed proposal posts to its campaign")
+        raise UsageError(f"only a participant of an agreed proposal {what}")
+
+
+async def _shown_steps(node: Node, proposal: str) -> list[tuple[LogRecord, VerifiedEvent]]:
+    """This club's public campaign steps that show joint campaign `proposal` and are
+    not erased (protocol.md §3.7), in log and seq order."""
+    found = []
+    for record in await node.store.logs():
+        if record.club != node.club or record.audience.kind != "public" or record.head is None:
+            continue
+        after = 0
+        while page := await node.store.events(record.id, after, PAGE_EVENTS):
+            after = page[-1].header.seq
+            for e in page:
+                if e.header.kind == Kind.CAMPAIGN:
+                    step = campaigns.read_step(e)
+                    if step is not None and step.joint == proposal:
+                        found.append((record, e))
+    return found
+
+
+async def choose_feed(node: Node, ref: str, *, shown: bool) -> FeedChoice:
+    """Show or hide the joint campaign on this club's public feed (protocol.md §3.7).
+
+    Show: a `created` campaign step in this club's public log, naming the joint
+    campaign (`joint`) with the agreed title and aims, and nothing else of the
+    proposal (no asks, commitments, invited clubs or other clubs' choices). Hide: a
+    signed erasure of each of this club's public steps of it, honoured by every
+    holder (§3.5). Both are idempotent, and the participants are told with a signed
+    `feed` step in the joint campaign log (read by the view as `shown_by`)."""
+    o = await find(node, ref)
+    _participant(node, o, "chooses its feed")
+    held = await _shown_steps(node, o.proposal)
+    published: list[str] = []
+    erased: list[str] = []
+    if shown and not any(
+        (s := campaigns.read_step(e)) is not None and s.op == "created" for _, e in held
+    ):
+        fields: dict[str, object] = {
+            "campaign": campaign_name(o),
+            "op": "created",
+            "title": o.version.title,
+            "text": o.version.aims or None,
+            "joint": o.proposal,
+        }
+        _, event = await node.post(Kind.CAMPAIGN, fields, Audience("public"))
+        published.append(event.id.hex())
+    if not shown:
+        for record, e in held:
+            erasure = {"seq": e.header.seq, "event": e.id.hex()}
+            await node.post(Kind.ERASURE, erasure, record.audience, record.name)
+            erased.append(e.id.hex())
+        if erased:
+            await projector.catch_up(node.store)  # the log's views fold again, without them
     audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
+    choice = {"op": "feed", "proposal": o.proposal, "shown": shown}
+    _, event = await node.post(Kind.PROPOSAL, choice, Audience("clubs", audience), campaign_name(o))
+    return FeedChoice(event.id.hex(), published, erased)
+
+
+async def post_update(
+    node: Node, ref: str, text: str, title: str | None = None, *, public: bool = False
+) -> bytes:
+    """Post an update to the joint campaign: a campaign step in the participants' log,
+    or (`public`) in this club's public log, if this club shows it there (§3.7)."""
+    o = await find(node, ref)
+    _participant(node, o, "posts to its campaign")
     fields: dict[str, object] = {
         "campaign": campaign_name(o),
         "op": "updated",
         "title": title,
         "text": text,
     }
+    if public:
+        shown = [
+            r
+            for r, e in await _shown_steps(node, o.proposal)
+            if (s := campaigns.read_step(e)) is not None and s.op == "created"
+        ]
+        if not shown:
+            raise UsageError(
+                "this club does not show the joint campaign on its public feed; "
+                f"run `federation proposal feed {o.proposal[:12]} show` first"
+            )
+        fields["joint"] = o.proposal
+        _, event = await node.post(Kind.CAMPAIGN, fields, shown[-1].audience, shown[-1].name)
+        return event.id
+    audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
     _, event = await node.post(Kind.CAMPAIGN, fields, Audience("clubs", audience), campaign_name(o))
     return event.id
 

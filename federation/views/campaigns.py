@@ -22,7 +22,7 @@ from federation.core.payloads import Campaign
 CAMPAIGNS = "campaigns"
 
 
-class CampaignItem(msgspec.Struct, frozen=True):
+class CampaignItem(msgspec.Struct, frozen=True, omit_defaults=True):
     club: str
     log: str
     campaign: str
@@ -32,6 +32,7 @@ class CampaignItem(msgspec.Struct, frozen=True):
     created_seq: int
     updated_seq: int
     updates: int
+    joint: str = ""  # the joint campaign (proposal id) its created step shows, or ""
 
 
 _campaign = msgspec.json.Decoder(Campaign)
@@ -110,6 +111,7 @@ def apply(item: CampaignItem | None, event: VerifiedEvent, step: Campaign) -> Ca
             created_seq=h.seq,
             updated_seq=h.seq,
             updates=0,
+            joint=step.joint or "",
         )
     if item is None or item.status == "closed":
         return item  # updates before creation or after closing change nothing

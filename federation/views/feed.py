@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -28,6 +28,7 @@ from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.evidence import kind_name, time_of
 from federation.core.payloads import read_payload
+from federation.views.campaigns import CampaignItem
 
 # Items per page: the default, and the most a client may ask for (bounded work).
 PAGE_ITEMS = 30
@@ -56,6 +57,20 @@ def line(text: str, limit: int = TITLE_CHARS) -> str:
     return clean(_SPACE.sub(" ", text).strip(), limit)
 
 
+class ClubEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    url: str
+
+
+class JointCampaign(msgspec.Struct, frozen=True, kw_only=True):
+    """A joint campaign (protocol.md §3.7) as the feed shows it: its proposal id, and
+    the clubs whose own public log shows it now, each on its own signed step."""
+
+    proposal: str
+    clubs: list[ClubEntry]
+
+
 class FeedItem(msgspec.Struct, frozen=True, kw_only=True):
     """One public event as the feed shows it."""
 
@@ -74,6 +89,7 @@ class FeedItem(msgspec.Struct, frozen=True, kw_only=True):
     where: str = ""
     campaign: str = ""  # campaign steps
     op: str = ""
+    joint: JointCampaign | None = None  # a step showing a joint campaign
     cursor: str  # the page after this item starts here
     event_url: str  # the raw signed event, to verify offline
 
@@ -103,12 +119,13 @@ class CampaignEntry(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     text: str
     status: str
+    joint: JointCampaign | None = None  # one entry for all the clubs that show it
 
-
-class ClubEntry(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    name: str
-    url: str
+    def by(self, club: str) -> bool:
+        """Is this campaign shown by `club` (its own, or a joint one it shows)?"""
+        return club == self.club or (
+            self.joint is not None and any(c.id == club for c in self.joint.clubs)
+        )
 
 
 class Entry(NamedTuple):
@@ -121,18 +138,19 @@ class Entry(NamedTuple):
     kind: int
     club: bytes
     campaign: str  # a campaign step's slug, else ""
+    joint: str = ""  # the proposal id of the joint campaign a campaign step shows, else ""
 
 
 class Filter(NamedTuple):
     club: bytes | None = None
     kind: int | None = None
-    campaign: str | None = None
+    campaign: str | None = None  # a slug, or a joint campaign's proposal id
 
     def matches(self, entry: Entry) -> bool:
         return (
             (self.club is None or entry.club == self.club)
             and (self.kind is None or entry.kind == self.kind)
-            and (self.campaign is None or entry.campaign == self.campaign)
+            and (self.campaign is None or self.campaign in (entry.campaign, entry.joint))
         )
 
 
@@ -157,11 +175,12 @@ def parse_kind(text: str) -> int | None:
 
 def entry_of(event: VerifiedEvent) -> Entry:
     h = event.header
-    slug = ""
+    slug = joint = ""
     if h.kind == Kind.CAMPAIGN and event.payload is not None:
         fields = read_payload(h.kind, event.payload)
-        slug = str(fields["campaign"]) if fields is not None else ""
-    return Entry(h.time_us, event.id, h.log, h.seq, h.kind, h.club, slug)
+        if fields is not None:
+            slug, joint = str(fields["campaign"]), str(fields["joint"] or "")
+    return Entry(h.time_us, event.id, h.log, h.seq, h.kind, h.club, slug, joint)
 
 
 def page(
@@ -187,8 +206,11 @@ def club_name(club: bytes, names: dict[bytes, str]) -> str:
     return line(name, 100) if name else f"club {club.hex()[:12]}"
 
 
-def item_of(event: VerifiedEvent, names: dict[bytes, str]) -> FeedItem:
-    """The feed item of a public event, its text cleaned."""
+def item_of(
+    event: VerifiedEvent, names: dict[bytes, str], joint: Mapping[str, JointCampaign] | None = None
+) -> FeedItem:
+    """The feed item of a public event, its text cleaned; `joint`: the joint campaigns
+    shown now, by proposal id (`campaign_entries`)."""
     h = event.header
     entry = entry_of(event)
     base = FeedItem(
@@ -222,14 +244,62 @@ def item_of(event: VerifiedEvent, names: dict[bytes, str]) -> FeedItem:
     if h.kind == Kind.CAMPAIGN:
         slug = str(fields["campaign"])
         title = line(str(fields.get("title") or ""))
+        proposal = str(fields.get("joint") or "")
         return msgspec.structs.replace(
             base,
             title=f"{title or slug} ({fields['op']})",
             text=text,
             campaign=slug,
             op=str(fields["op"]),
+            joint=(joint or {}).get(proposal, JointCampaign(proposal=proposal, clubs=[]))
+            if proposal
+            else None,
         )
     return msgspec.structs.replace(base, title=line(text) or base.kind, text=text)
+
+
+def club_entry(club: bytes, names: dict[bytes, str]) -> ClubEntry:
+    return ClubEntry(id=club.hex(), name=club_name(club, names), url=f"/clubs/{club.hex()}")
+
+
+def campaign_entries(
+    items: Sequence[CampaignItem], names: dict[bytes, str]
+) -> tuple[list[CampaignEntry], dict[str, JointCampaign]]:
+    """The campaigns of public logs as the feed lists them, and the joint campaigns
+    shown, by proposal id (protocol.md §3.7). A club shows a joint campaign while its
+    own public log holds a step of it that is not erased: a club is listed with a
+    joint campaign on its own signed word only, never on another club's, and the
+    steps of one joint campaign, shown by several clubs, make one entry with them all.
+    Its title and text are those of the first of those clubs (by name, then id)."""
+    own: list[CampaignEntry] = []
+    shown: dict[str, list[tuple[ClubEntry, CampaignItem]]] = {}
+    for c in items:
+        club = club_entry(bytes.fromhex(c.club), names)
+        if c.joint:
+            shown.setdefault(c.joint, []).append((club, c))
+            continue
+        own.append(_campaign_entry(club, c))
+    joint: dict[str, JointCampaign] = {}
+    for proposal, found in sorted(shown.items()):
+        found.sort(key=lambda cc: (cc[0].name.casefold(), cc[0].id, cc[1].log))
+        clubs = list({club.id: club for club, _ in found}.values())
+        joint[proposal] = JointCampaign(proposal=proposal, clubs=clubs)
+        statuses = {c.status for _, c in found}
+        status = "open" if "open" in statuses else min(statuses - {"closed"}, default="closed")
+        first = _campaign_entry(*found[0])
+        own.append(msgspec.structs.replace(first, status=status, joint=joint[proposal]))
+    return own, joint
+
+
+def _campaign_entry(club: ClubEntry, c: CampaignItem) -> CampaignEntry:
+    return CampaignEntry(
+        club=club.id,
+        club_name=club.name,
+        campaign=c.campaign,
+        title=line(c.title) or c.campaign,
+        text=line(c.text, 400),
+        status=c.status,
+    )
 
 
 def upcoming(

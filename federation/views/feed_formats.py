@@ -36,7 +36,10 @@ def _summary_text(item: FeedItem) -> str:
     if item.where:
         parts.append(f"at {item.where}")
     head = " ".join(parts)
-    return "\n\n".join(p for p in (head, item.text) if p) or item.title
+    joint = ""
+    if item.joint is not None and item.joint.clubs:
+        joint = "Joint campaign, shown by " + ", ".join(c.name for c in item.joint.clubs)
+    return "\n\n".join(p for p in (head, joint, item.text) if p) or item.title
 
 
 def atom(items: Sequence[FeedItem], *, title: str, base: str, self_url: str) -> bytes:

@@ -122,7 +122,7 @@ async def _items(index: FeedIndex, entries: list[Entry]) -> list[FeedItem]:
     for entry in entries:
         event = await index.rt.store.event_at(entry.log, entry.seq)
         if event is not None and event.id == entry.id:
-            items.append(item_of(event, index.names))
+            items.append(item_of(event, index.names, index.joint))
     return items
 
 
@@ -158,7 +158,7 @@ async def _html(request: web.Request, where: Filter, heading: str, intro: str) -
                 else None
             ),
             upcoming=[u for u in index.upcoming(now) if club_hex in (None, u.club)][:20],
-            campaigns=[c for c in index.campaigns if club_hex in (None, c.club)][:50],
+            campaigns=[c for c in index.campaigns if club_hex is None or c.by(club_hex)][:50],
             clubs=index.clubs,
             atom_url=f"/feed.atom{q}",
             ics_url="/calendar.ics" + (f"?club={club_hex}" if club_hex else ""),

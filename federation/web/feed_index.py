@@ -28,10 +28,11 @@ from federation.views.feed import (
     CampaignEntry,
     ClubEntry,
     Entry,
+    JointCampaign,
     Upcoming,
-    club_name,
+    campaign_entries,
+    club_entry,
     entry_of,
-    line,
     upcoming,
 )
 
@@ -53,6 +54,7 @@ class FeedIndex:
         self.names: dict[bytes, str] = {}
         self.clubs: list[ClubEntry] = []
         self.campaigns: list[CampaignEntry] = []
+        self.joint: dict[str, JointCampaign] = {}  # joint campaigns shown, by proposal id
         self._actions: list[tuple[str, str, str, dt.datetime, dt.datetime | None, str]] = []
         self._held: dict[bytes, int] = {}  # public log -> last seq indexed
         self.version = 0
@@ -110,11 +112,7 @@ class FeedIndex:
         public_hex = {log.hex() for log in self.public}
         shown = {e.club for e in self.entries}
         self.clubs = sorted(
-            (
-                ClubEntry(id=c.hex(), name=club_name(c, names), url=f"/clubs/{c.hex()}")
-                for c in shown
-            ),
-            key=lambda c: (c.name.casefold(), c.id),
+            (club_entry(c, names) for c in shown), key=lambda c: (c.name.casefold(), c.id)
         )
         actions = []
         for item in await projector.items(rt.store, projection.CALENDAR):
@@ -128,18 +126,9 @@ class FeedIndex:
                     (item.event, item.club, item.what, item.starts, item.ends, item.where)
                 )
         self._actions = actions
-        self.campaigns = [
-            CampaignEntry(
-                club=c.club,
-                club_name=club_name(bytes.fromhex(c.club), names),
-                campaign=c.campaign,
-                title=line(c.title) or c.campaign,
-                text=line(c.text, 400),
-                status=c.status,
-            )
-            for c in await projector.campaigns(rt.store)
-            if c.log in public_hex
-        ]
+        self.campaigns, self.joint = campaign_entries(
+            [c for c in await projector.campaigns(rt.store) if c.log in public_hex], names
+        )
 
     async def follow(self) -> None:
         """Keep the index in step with the node until cancelled."""

@@ -33,7 +33,8 @@ _FILTERS = [
     ),
     _query(
         "campaign",
-        "Only the steps of campaigns with this slug.",
+        "Only the steps of campaigns with this slug, or of the joint campaign with this "
+        "proposal id (its steps by every club that shows it).",
         {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
     ),
 ]
