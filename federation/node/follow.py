@@ -117,7 +117,7 @@ async def _round(
     # hold them, so our wants never depend on them (protocol.md §5.4, §6.2).
     hidden = rt.logs.keys() - visible.keys()
     own = {log: r.head for log, r in visible.items() if r.club == rt.club}
-    refetch = await rt.store.missing_payloads()  # payloads to fill in (protocol.md §6.3)
+    refetch = dict(rt.missing)  # payloads to fill in (protocol.md §6.3)
     session = Session(_heads(rt), known, frozen, hidden=hidden, refetch=refetch, wait_s=wait_s)
     while session.state is not State.CLOSED:
         known = session.frontier_known()

@@ -41,6 +41,9 @@ class Runtime:
         self.replay = ReplayGuard(start_us=clock())
         self.changed = asyncio.Condition()
         self.logs: dict[bytes, LogRecord] = {}
+        # log -> the lowest seq held without its payload: what rounds ask for again
+        # (§6.3), kept here so that a round that changes nothing reads no store.
+        self.missing: dict[bytes, int] = {}
         self.peers: dict[bytes, PeerRecord] = {}
         # None: the club's roster is unknown here (a roster payload is missing), §5.4
         self.rosters: dict[bytes, KnownRoster] = {}
@@ -73,6 +76,7 @@ class Runtime:
         self.genesis = {c: canonical.decode_genesis(g) for c, g in self.genesis_raw.items()}
         self.node.genesis = self.genesis
         self.logs = {r.id: r for r in await self.store.logs()}
+        self.missing = await self.store.missing_payloads()
         self.peers = {p.club: p for p in await self.store.peers()}
         blocked = frozenset(await self.store.blocked())
         if blocked != self.blocked:  # an unblocked club's logs may be asked for again
