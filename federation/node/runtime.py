@@ -28,6 +28,9 @@ from federation.sync.quota import Limits, Quota
 # How often to look for commits by other processes (e.g. `federation post`): a new
 # event reaches the peers' long-polls within about this long.
 STORE_POLL_S = 0.2
+# Requesters whose view of our logs is kept between two changes: our peers and the
+# anonymous reader; anyone else is computed afresh (strangers cannot fill memory).
+MAX_VISIBLE_KEPT = 256
 
 
 class Runtime:
@@ -44,6 +47,8 @@ class Runtime:
         # log -> the lowest seq held without its payload: what rounds ask for again
         # (§6.3), kept here so that a round that changes nothing reads no store.
         self.missing: dict[bytes, int] = {}
+        self._visible: dict[bytes | None, dict[bytes, LogRecord]] = {}
+        self._visible_version = -1
         self.peers: dict[bytes, PeerRecord] = {}
         # None: the club's roster is unknown here (a roster payload is missing), §5.4
         self.rosters: dict[bytes, KnownRoster] = {}
@@ -150,15 +155,27 @@ class Runtime:
         return frozenset(c for c, p in self.peers.items() if p.state == "active")
 
     def visible(self, requester: bytes | None) -> dict[bytes, LogRecord]:
-        """The logs `requester` may receive from us (protocol.md §5.4), with heads."""
-        peers = self.active_peers()
-        return {
-            log: r
-            for log, r in self.logs.items()
-            if r.head is not None
-            and r.club not in self.blocked  # never relayed (dropped from the store too)
-            and may_receive(r.audience, r.club, requester, our_peers=peers, rosters=self.rosters)
-        }
+        """The logs `requester` may receive from us (protocol.md §5.4), with heads.
+        Every input is a cache that `refresh` sets, bumping `version`: the answer is
+        kept per requester until then (a no-change round asks for it on both sides).
+        Callers must not change the dict returned."""
+        if self._visible_version != self.version:
+            self._visible_version, self._visible = self.version, {}
+        found = self._visible.get(requester)
+        if found is None:
+            peers = self.active_peers()
+            found = {
+                log: r
+                for log, r in self.logs.items()
+                if r.head is not None
+                and r.club not in self.blocked  # never relayed (dropped from the store too)
+                and may_receive(
+                    r.audience, r.club, requester, our_peers=peers, rosters=self.rosters
+                )
+            }
+            if len(self._visible) < MAX_VISIBLE_KEPT:
+                self._visible[requester] = found
+        return found
 
     def quota(self) -> Quota:
         """What one answer of a peer may add (protocol.md §6.4), counted from the
