@@ -101,24 +101,10 @@ def check(
     club that added us, whom we have not added, receives our public logs. Only a
     sender that proved who it is may be refused (`expired`, `replayed`): it learns
     nothing it did not know."""
-    if header is None:
-        return None
-    scheme, _, value = header.partition(" ")
-    try:
-        if scheme != SCHEME:
-            raise ValueError(scheme)
-        raw = base64.urlsafe_b64decode(value.encode())
-        token, signed, signature = canonical.decode_request(raw)
-    except (binascii.Error, ValueError, InvalidEventError):
-        return None
-    # Every check below runs in full whatever the others found (no early return):
-    # the signature check, the one that costs, is made for known and unknown alike.
-    genuine = verify_signature(token.key, signature, signed)
-    known = authorized(token.sender, token.key)
-    for_us = token.recipient == recipient
-    same_request = token.method == method and token.target == target
-    same_body = canonical.sha256(body) == token.body_hash
-    if not (genuine and known and for_us and same_request and same_body):
+    token = _signed(
+        header, recipient=recipient, method=method, target=target, authorized=authorized
+    )
+    if token is None or canonical.sha256(body) != token.body_hash:
         return None
     if abs(token.time_us - now_us) > MAX_CLOCK_SKEW_US:
         raise RemoteProtocolError(
@@ -143,6 +129,24 @@ def signer(
     chooses how much body to read from it (protocol.md §6.1), so a stranger cannot
     make it read more than an anonymous reader's want. Like `check`, the same work
     for every token that parses; it remembers nothing (`check` still decides)."""
+    token = _signed(
+        header, recipient=recipient, method=method, target=target, authorized=authorized
+    )
+    return None if token is None else token.sender
+
+
+def _signed(
+    header: str | None,
+    *,
+    recipient: bytes,
+    method: str,
+    target: str,
+    authorized: KeyCheck,
+) -> RequestToken | None:
+    """Steps 1 and 2 of §5.2 but the body's digest: the token, if a known club's key
+    signed it for this node, method and target; otherwise None, after the same work.
+    Every check runs in full whatever the others found (no early return): the
+    signature check, the one that costs, is made for known and unknown alike."""
     if header is None:
         return None
     scheme, _, value = header.partition(" ")
@@ -158,4 +162,4 @@ def signer(
     known = authorized(token.sender, token.key)
     for_us = token.recipient == recipient
     same_request = token.method == method and token.target == target
-    return token.sender if genuine and known and for_us and same_request else None
+    return token if genuine and known and for_us and same_request else None
