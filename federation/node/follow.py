@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -70,8 +70,8 @@ class RoundResult(msgspec.Struct):
     warnings: list[str] = msgspec.field(default_factory=list)
 
 
-def _heads(rt: Runtime) -> dict[bytes, Head | None]:
-    return {log: r.head for log, r in rt.logs.items()}
+def _heads(rt: Runtime) -> Mapping[bytes, Head | None]:
+    return rt.all_heads()
 
 
 async def sync_round(
@@ -111,7 +111,7 @@ async def _round(
 ) -> RoundResult:
     result = RoundResult()
     peer = transport.peer
-    frozen = {log for log, r in rt.logs.items() if r.frozen} | rt.refused  # §6.3, §6.4
+    frozen = rt.frozen_logs() | rt.refused  # §6.3, §6.4
     visible = rt.visible(peer.club)
     # Logs we hold that this peer may not receive: the session acts as if we did not
     # hold them, so our wants never depend on them (protocol.md §5.4, §6.2).

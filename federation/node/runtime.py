@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Mapping
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
@@ -49,6 +50,9 @@ class Runtime:
         self.missing: dict[bytes, int] = {}
         self._visible: dict[bytes | None, dict[bytes, LogRecord]] = {}
         self._visible_version = -1
+        self._heads_version = -1
+        self._all_heads: Mapping[bytes, Head | None] = {}
+        self._frozen_logs: frozenset[bytes] = frozenset()
         self.peers: dict[bytes, PeerRecord] = {}
         # None: the club's roster is unknown here (a roster payload is missing), §5.4
         self.rosters: dict[bytes, KnownRoster] = {}
@@ -176,6 +180,20 @@ class Runtime:
             if len(self._visible) < MAX_VISIBLE_KEPT:
                 self._visible[requester] = found
         return found
+
+    def all_heads(self) -> Mapping[bytes, Head | None]:
+        """Every log we hold with its head; kept until the caches change (a round
+        that stores nothing asks for it twice). Callers must not change it."""
+        if self._heads_version != self.version:
+            self._heads_version = self.version
+            self._all_heads = {log: r.head for log, r in self.logs.items()}
+            self._frozen_logs = frozenset(log for log, r in self.logs.items() if r.frozen)
+        return self._all_heads
+
+    def frozen_logs(self) -> frozenset[bytes]:
+        """Our forked logs, which take nothing more (protocol.md §3.6)."""
+        self.all_heads()
+        return self._frozen_logs
 
     def quota(self) -> Quota:
         """What one answer of a peer may add (protocol.md §6.4), counted from the

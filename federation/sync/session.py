@@ -130,6 +130,7 @@ class Session:
         # `refetch`: logs holding an event whose payload is missing here, with the
         # lowest such seq: asked for again where the peer holds it (§6.3).
         self._refetch = dict(refetch or {})
+        self._viewed: tuple[Heads | None, Heads] = (None, {})
         self.local = self._view(local)
         # A frozen log is skipped, hidden or not: the peer learns only that we take no
         # more of a log it listed, never our head of it.
@@ -154,10 +155,14 @@ class Session:
         self._caught_up = False
 
     def _view(self, heads: Heads) -> Heads:
-        """Our heads as this peer may know of them: hidden logs left out (§5.4)."""
+        """Our heads as this peer may know of them: hidden logs left out (§5.4). The
+        same heads as last time (nothing was stored) give the same view, not a copy."""
         if not self._hidden:
             return heads
-        return {log: head for log, head in heads.items() if log not in self._hidden}
+        if heads is not self._viewed[0]:
+            view = {log: head for log, head in heads.items() if log not in self._hidden}
+            self._viewed = (heads, view)
+        return self._viewed[1]
 
     # --- the shell's calls: each one input to the table ---------------------------------
 
