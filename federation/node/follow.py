@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import Head, verify_event
+from federation.core.events import verify_event
 from federation.errors import (
     FederationError,
     ForkError,
@@ -70,10 +70,6 @@ class RoundResult(msgspec.Struct):
     warnings: list[str] = msgspec.field(default_factory=list)
 
 
-def _heads(rt: Runtime) -> Mapping[bytes, Head | None]:
-    return rt.all_heads()
-
-
 async def sync_round(
     rt: Runtime,
     transport: PeerTransport,
@@ -118,7 +114,7 @@ async def _round(
     hidden = rt.logs.keys() - visible.keys()
     own = {log: r.head for log, r in visible.items() if r.club == rt.club}
     refetch = dict(rt.missing)  # payloads to fill in (protocol.md §6.3)
-    session = Session(_heads(rt), known, frozen, hidden=hidden, refetch=refetch, wait_s=wait_s)
+    session = Session(rt.all_heads(), known, frozen, hidden=hidden, refetch=refetch, wait_s=wait_s)
     while session.state is not State.CLOSED:
         known = session.frontier_known()
         claims: list[LogHead] = []  # what this frontier shows of our own logs
@@ -146,7 +142,7 @@ async def _round(
             want = session.next_want()
         if frontier.logs is not None:
             await note_own_heads(rt, peer, claims)
-        session.stored(_heads(rt))
+        session.stored(rt.all_heads())
     result.behind = session.behind(session.local)
     result.complete = session.complete
     return result

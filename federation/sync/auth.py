@@ -101,9 +101,17 @@ def check(
     club that added us, whom we have not added, receives our public logs. Only a
     sender that proved who it is may be refused (`expired`, `replayed`): it learns
     nothing it did not know."""
-    token = _signed(
-        header, recipient=recipient, method=method, target=target, authorized=authorized
-    )
+    token = signed(header, recipient=recipient, method=method, target=target, authorized=authorized)
+    return accept(token, body=body, now_us=now_us, replay=replay)
+
+
+def accept(
+    token: RequestToken | None, *, body: bytes, now_us: int, replay: ReplayGuard
+) -> bytes | None:
+    """The rest of `check` for a token `signed` returned: the body's digest (None, an
+    anonymous reader, if it differs), then the clock window and the nonce, refused
+    with their own codes. A node that chose its body limit from `signed` before
+    reading the body finishes here, without checking the signature twice."""
     if token is None or canonical.sha256(body) != token.body_hash:
         return None
     if abs(token.time_us - now_us) > MAX_CLOCK_SKEW_US:
@@ -116,26 +124,7 @@ def check(
     return token.sender
 
 
-def signer(
-    header: str | None,
-    *,
-    recipient: bytes,
-    method: str,
-    target: str,
-    authorized: KeyCheck,
-) -> bytes | None:
-    """The known club whose key signed this request's token, before its body is read:
-    steps 1 and 2 of `check` but the body's digest, which needs the body. A node
-    chooses how much body to read from it (protocol.md §6.1), so a stranger cannot
-    make it read more than an anonymous reader's want. Like `check`, the same work
-    for every token that parses; it remembers nothing (`check` still decides)."""
-    token = _signed(
-        header, recipient=recipient, method=method, target=target, authorized=authorized
-    )
-    return None if token is None else token.sender
-
-
-def _signed(
+def signed(
     header: str | None,
     *,
     recipient: bytes,
@@ -145,6 +134,8 @@ def _signed(
 ) -> RequestToken | None:
     """Steps 1 and 2 of §5.2 but the body's digest: the token, if a known club's key
     signed it for this node, method and target; otherwise None, after the same work.
+    A node chooses how much body to read from it (protocol.md §6.1), so a stranger
+    cannot make it read more than an anonymous reader's want; `accept` finishes.
     Every check runs in full whatever the others found (no early return): the
     signature check, the one that costs, is made for known and unknown alike."""
     if header is None:

@@ -190,13 +190,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     # The body limit is chosen before the body is read (§6.1 step 1): only a token an
     # active peer signed, its body's digest aside, earns more than an anonymous want.
     # A stranger's token, whatever club it names, is read as no token (§5.2).
-    signer = auth.signer(
+    token = auth.signed(
         request.headers.get("Authorization"),
         recipient=rt.club,
         method=request.method,
         target=request.raw_path,
         authorized=rt.authorized,
     )
+    signer = None if token is None else token.sender
     limit = MAX_MESSAGE_BYTES if signer in rt.active_peers() else MAX_ANONYMOUS_BODY_BYTES
     if request.content_length is None or request.content_length > limit:
         raise _too_large(limit)
@@ -206,7 +207,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     except TimeoutError:
         _drop(request)  # a client that sends this slowly is not waiting for an answer
         return web.Response(status=408)
-    requester = _authenticate(request, body)
+    requester = auth.accept(token, body=body, now_us=rt.clock(), replay=rt.replay)
     client = _client(request, requester)
     if not client.peer and len(body) > MAX_ANONYMOUS_BODY_BYTES:
         raise _too_large(MAX_ANONYMOUS_BODY_BYTES)  # as the anonymous request it now is
