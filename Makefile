@@ -23,7 +23,7 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 test: check chromium
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n auto --dist loadfile
 
 # The feed's browser test drives Debian's Chromium through Playwright (its wheel bundles
 # the driver; no browser is ever downloaded). Installed here when missing: CI runs as

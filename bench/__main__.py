@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import feed, local, sync
+from bench import feed, local, post, sync
 from bench.common import (
     DEFAULT_EVENTS,
     DEFAULT_RUNS,
@@ -24,7 +24,7 @@ from bench.common import (
     environment,
 )
 
-NAMES = [*local.BENCHMARKS, *sync.BENCHMARKS, *feed.BENCHMARKS]
+NAMES = [*local.BENCHMARKS, *sync.BENCHMARKS, *feed.BENCHMARKS, *post.BENCHMARKS]
 
 
 def _positive(text: str) -> int:
@@ -94,6 +94,8 @@ async def _run(names: Sequence[str], events: int | None, runs: int, profile: Pat
         if set(names) & set(feed.BENCHMARKS):
             feed_events = events or feed.DEFAULT_FEED_EVENTS
             _print(await feed.feed(where, feed_events, runs, names), context)
+        if set(names) & set(post.BENCHMARKS):
+            _print(await post.post(where, names, events or post.POSTS), context)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,6 @@ import gc
 import json
 import os
 import platform
-import sqlite3
 import statistics
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 import msgspec
+from sqlcipher3 import dbapi2 as sqlcipher
 
 from federation.core import canonical
 from federation.core.canonical import Audience, Genesis, Kind
@@ -54,6 +54,9 @@ _TEXT_SPREAD_CHARS = 384
 
 # How the sync benchmarks' nodes talk: as real nodes do, on the loopback interface.
 TLS = "TLS 1.3, pinned certificate, 127.0.0.1"
+# The store key of the benchmarks' stores: encrypted, as a node's store is (store.cipher);
+# the *_plain_store benchmarks open the same stores with no key (plain SQLite).
+STORE_KEY = bytes(range(32))
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 T = TypeVar("T")
@@ -109,9 +112,9 @@ class Workload:
             out.append(event)
         return out
 
-    async def open_store(self, path: Path) -> SqliteStore:
+    async def open_store(self, path: Path, key: bytes | None = STORE_KEY) -> SqliteStore:
         """A new store at `path` that knows the club and its logs, and holds no events."""
-        store = await SqliteStore.open(path, create=True)
+        store = await SqliteStore.open(path, create=True, key=key)
         await store.put_club(self.club, self.genesis)
         for log, descriptor in self.logs:
             await store.put_log(log, descriptor)
@@ -190,7 +193,8 @@ def environment(directory: Path) -> dict[str, JsonValue]:
         **code_version(),
         "python": platform.python_version(),
         "nproc": os.cpu_count(),
-        "sqlite": sqlite3.sqlite_version,
+        "sqlite": sqlcipher.sqlite_version,  # the store's library: SQLCipher's SQLite
+        "sqlcipher": version("sqlcipher3-wheels"),
         "cryptography": version("cryptography"),
         "filesystem": filesystem_of(directory),
     }

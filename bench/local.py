@@ -19,6 +19,7 @@ from bench.common import (
     APPEND_ONE_EVENTS,
     BATCH_EVENTS,
     RUN_EVENTS,
+    STORE_KEY,
     BenchError,
     JsonValue,
     Measurement,
@@ -30,7 +31,8 @@ from bench.common import (
 from federation.core.events import Head, KeyCheck, VerifiedEvent, verify_run
 from federation.store.sqlite import SqliteStore
 
-_STORE = "sqlite WAL synchronous=FULL, new file per run"
+_STORE = "SQLCipher (raw key) WAL synchronous=FULL, new file per run"
+_PLAIN_STORE = "plain SQLite (SQLCipher's library, no key) WAL synchronous=FULL, new file per run"
 
 # A run read back from the store: its log, the head it follows, and its (signed, payload).
 StoredRun = tuple[bytes, Head | None, list[tuple[bytes, bytes | None]]]
@@ -75,10 +77,12 @@ class Session:
         self._filled = path
 
 
-async def _append_batched(workload: Workload, path: Path, events: list[VerifiedEvent]) -> float:
+async def _append_batched(
+    workload: Workload, path: Path, events: list[VerifiedEvent], key: bytes | None = STORE_KEY
+) -> float:
     """Append `events` in batches to a new store at `path`; returns the seconds taken."""
     batches = [events[i : i + BATCH_EVENTS] for i in range(0, len(events), BATCH_EVENTS)]
-    store = await workload.open_store(path)
+    store = await workload.open_store(path, key)
     try:
         gc.collect()
         start = time.perf_counter()
@@ -116,57 +120,79 @@ async def append_batched(session: Session, selected: Collection[str]) -> list[Me
     """SqliteStore.append of all the events, BATCH_EVENTS per call (one commit each)."""
     events = session.signed()
     rates: list[float] = []
+    plain: list[float] = []
     for _ in range(session.runs):
+        if "append_batched_plain_store" in selected:  # interleaved: the same machine load
+            path = session.store_path("append-batched-plain")
+            plain.append(
+                rate(len(events), await _append_batched(session.workload, path, events, None))
+            )
+            remove_store(path)
         path = session.store_path("append-batched")
         seconds = await _append_batched(session.workload, path, events)
         rates.append(rate(len(events), seconds))
         session.keep_filled(path)  # the last run's store serves the verify benchmarks
-    return [
-        Measurement(
-            "append_batched",
-            "events/s",
-            rates,
-            events=len(events),
-            batch=BATCH_EVENTS,
-            logs=len(session.workload.logs),
-            store=_STORE,
+    context: dict[str, JsonValue] = {
+        "events": len(events),
+        "batch": BATCH_EVENTS,
+        "logs": len(session.workload.logs),
+    }
+    out = [Measurement("append_batched", "events/s", rates, **context, store=_STORE)]
+    if plain:
+        out[0].context["ratio_encrypted_over_plain_store"] = round(
+            out[0].median / statistics.median(plain), 3
         )
-    ]
+        out.append(
+            Measurement(
+                "append_batched_plain_store", "events/s", plain, **context, store=_PLAIN_STORE
+            )
+        )
+    return out
 
 
 async def append_one(session: Session, selected: Collection[str]) -> list[Measurement]:
     """SqliteStore.append of one event per call: one durable commit (fsync) per event."""
     events = session.signed()[:APPEND_ONE_EVENTS]
     rates: list[float] = []
+    plain: list[float] = []
+    keys: list[tuple[bytes | None, list[float]]] = [(STORE_KEY, rates)]
+    if "append_one_plain_store" in selected:  # interleaved: the same machine load
+        keys.insert(0, (None, plain))
     for _ in range(session.runs):
-        path = session.store_path("append-one")
-        store = await session.workload.open_store(path)
-        try:
-            gc.collect()
-            start = time.perf_counter()
-            for event in events:
-                await store.append([event])
-            seconds = time.perf_counter() - start
-        finally:
-            await store.aclose()
-        remove_store(path)
-        rates.append(rate(len(events), seconds))
-    return [
-        Measurement(
-            "append_one",
-            "events/s",
-            rates,
-            events=len(events),
-            measured_over=f"{len(events)} one-event appends per run, into an empty store",
-            batch=1,
-            store=_STORE,
+        for key, into in keys:
+            path = session.store_path("append-one")
+            store = await session.workload.open_store(path, key)
+            try:
+                gc.collect()
+                start = time.perf_counter()
+                for event in events:
+                    await store.append([event])
+                seconds = time.perf_counter() - start
+            finally:
+                await store.aclose()
+            remove_store(path)
+            into.append(rate(len(events), seconds))
+    context: dict[str, JsonValue] = {
+        "events": len(events),
+        "measured_over": f"{len(events)} one-event appends per run, into an empty store",
+        "batch": 1,
+    }
+    out = [Measurement("append_one", "events/s", rates, **context, store=_STORE)]
+    if plain:
+        out[0].context["ratio_encrypted_over_plain_store"] = round(
+            out[0].median / statistics.median(plain), 3
         )
-    ]
+        out.append(
+            Measurement("append_one_plain_store", "events/s", plain, **context, store=_PLAIN_STORE)
+        )
+    return out
 
 
-async def _read_runs(workload: Workload, path: Path) -> list[StoredRun]:
+async def _read_runs(
+    workload: Workload, path: Path, key: bytes | None = STORE_KEY
+) -> list[StoredRun]:
     """Every log of the store at `path`, read back in runs of RUN_EVENTS, as a peer sends them."""
-    store = await SqliteStore.open(path)
+    store = await SqliteStore.open(path, key=key)
     runs: list[StoredRun] = []
     try:
         for log, _ in workload.logs:
@@ -197,10 +223,20 @@ async def verify(session: Session, selected: Collection[str]) -> list[Measuremen
     """
     authorized = session.workload.authorized()
     reads: list[float] = []
+    plain_reads: list[float] = []
     every: list[float] = []
     bulk: list[float] = []
     path = await session.filled_store()
+    # The same events in a plain store: its reads interleaved with the encrypted ones.
+    plain_path = session.store_path("filled-plain")
+    await _append_batched(session.workload, plain_path, session.signed(), None)
     for _ in range(session.runs):
+        gc.collect()
+        start = time.perf_counter()
+        plain_count = sum(
+            len(run) for _, _, run in await _read_runs(session.workload, plain_path, None)
+        )
+        plain_reads.append(rate(plain_count, time.perf_counter() - start))
         gc.collect()
         start = time.perf_counter()
         runs = await _read_runs(session.workload, path)
@@ -219,8 +255,10 @@ async def verify(session: Session, selected: Collection[str]) -> list[Measuremen
         "run": RUN_EVENTS,
         "logs": len(session.workload.logs),
         "read_runs": list(reads),
+        "read_runs_plain_store": list(plain_reads),
         "read_unit": "events/s (SqliteStore.events, warm page cache; not in value)",
     }
+    remove_store(plain_path)
     out: list[Measurement] = []
     if every:
         out.append(Measurement("verify_every_signature", "events/s", every, **context))
@@ -245,7 +283,9 @@ Benchmark = Callable[[Session, Collection[str]], Awaitable[list[Measurement]]]
 BENCHMARKS: dict[str, Benchmark] = {
     "sign": sign,
     "append_batched": append_batched,
+    "append_batched_plain_store": append_batched,
     "append_one": append_one,
+    "append_one_plain_store": append_one,
     "verify_every_signature": verify,
     "verify_run_bulk": verify,
 }

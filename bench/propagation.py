@@ -8,9 +8,9 @@ caches (refreshed after each commit) show the event.
 
 Two ways to post are timed:
 
-- the value: through a second connection to A's store, as `federation post` does
-  from its own process while the node runs. The node sees the commit within
-  STORE_POLL_S (runtime.watch_store), so this includes up to one poll interval.
+- the value: through A's control socket, as `federation post` does from its own
+  process while the node runs (node/control.py); A wakes its long-polls before it
+  answers, so no store poll is waited for.
 - `hops_only_ms`: through the node's own connection, refreshing its caches at once
   (as tests/harness.py does): the two hops alone.
 
@@ -30,9 +30,13 @@ from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from bench.common import TLS, BenchError, Measurement
 from federation.core.canonical import Audience, Kind
 from federation.node import peering
+from federation.node.control import Posted
+from federation.node.control_client import call
 from federation.node.follow import sync_round
 from federation.node.node import Node, init_node
 from federation.node.runtime import STORE_POLL_S
@@ -71,7 +75,13 @@ class Triangle:
         start = time.perf_counter()
         fields: dict[str, object] = {"text": text}
         if via_cli:
-            record, event = await self.cli.post(Kind.NOTE, fields, Audience("public"))
+            request: dict[str, object] = {"op": "post", "kind": "note", "fields": fields}
+            request["audience"] = "public"
+            done = await asyncio.to_thread(call, a.rt.node.paths.root, request)
+            if done is None:
+                raise BenchError("A's control socket did not answer")
+            posted = msgspec.json.decode(done, type=Posted)
+            record, event = posted.record, posted.event
         else:
             record, event = await a.rt.node.post(Kind.NOTE, fields, Audience("public"))
             await a.rt.refresh()
@@ -163,7 +173,7 @@ async def propagation_two_hops(
             "propagation_two_hops",
             "ms",
             via_cli,
-            path="post on A (own store connection, as `federation post`) -> B -> C holds it",
+            path="post on A (its control socket, as `federation post`) -> B -> C holds it",
             store_poll_s=STORE_POLL_S,
             hops_only_ms=round(statistics.median(direct), 1),
             hops_only_runs=[float(ms) for ms in direct],

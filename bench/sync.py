@@ -3,7 +3,9 @@
 - sync_ingest: one `sync_round` taking N events (many clubs, many logs) from a
   source into an empty receiver; the receiver runs in its own process
   (bench.sync_receiver), which reports its rate and its peak RSS. The baseline,
-  sync_ingest_every_signature, is the same round with every signature checked.
+  sync_ingest_every_signature, is the same round with every signature checked;
+  sync_ingest_plain_store the same round into a plain SQLite store (no SQLCipher),
+  its runs interleaved with sync_ingest's (it needs sync_ingest selected too).
 - no_change_round: rounds between a receiver and a source that hold the same events,
   with the whole frontier compared (known=None) and with the unchanged shortcut
   (known=digest); time and bytes of the bodies on the wire.
@@ -41,7 +43,7 @@ DEFAULT_SYNC_EVENTS = 1_000_000
 BASELINE_RUNS = 1
 NO_CHANGE_ROUNDS = 20
 _REPO = Path(__file__).resolve().parent.parent
-_STORE = "sqlite WAL synchronous=FULL"
+_STORE = "SQLCipher (AES-256, HMAC-SHA512, raw key) WAL synchronous=FULL"
 
 
 def _progress(line: str) -> None:
@@ -122,11 +124,14 @@ async def _ingest(
     *,
     every_signature: bool = False,
     profile: Path | None = None,
+    plain_store: bool = False,
 ) -> IngestReport:
     args = ["ingest", "--node", str(node), "--invite", invite]
     args += ["--expect", str(fixture.info.expected)]
     if every_signature:
         args.append("--every-signature")
+    if plain_store:
+        args.append("--plain-store")
     if profile is not None:
         args += ["--profile", str(profile)]
     return msgspec.json.decode(await _receiver(*args), type=IngestReport)
@@ -143,10 +148,18 @@ async def sync_ingest(session: SyncSession, selected: Collection[str]) -> list[M
     info = fixture.info
     bulk: list[IngestReport] = []
     every: list[IngestReport] = []
+    plain: list[IngestReport] = []
     source_cpu: list[JsonValue] = []  # this process's CPU during a run: serving, mostly
     async with serving(fixture) as invite:
         if "sync_ingest" in selected:
             for run in range(session.runs):
+                if "sync_ingest_plain_store" in selected:
+                    # Interleaved with the encrypted runs: both see the same machine load.
+                    path = session.new_receiver(fixture)
+                    report = await _ingest(fixture, path, invite, plain_store=True)
+                    _progress(f"sync_ingest plain store run {run + 1}: {report.rate:,.0f} events/s")
+                    plain.append(report)
+                    shutil.rmtree(path)
                 path = session.new_receiver(fixture)
                 cpu = _cpu_s()
                 report = await _ingest(fixture, path, invite)
@@ -192,7 +205,22 @@ async def sync_ingest(session: SyncSession, selected: Collection[str]) -> list[M
             baseline = statistics.median(r.rate for r in every)
             line.context["baseline_every_signature"] = round(baseline, 1)
             line.context["ratio_bulk_over_every"] = round(line.median / baseline, 2)
+        if plain:
+            plain_rate = statistics.median(r.rate for r in plain)
+            line.context["ratio_encrypted_over_plain_store"] = round(line.median / plain_rate, 3)
         out.append(line)
+        if plain:
+            out.append(
+                Measurement(
+                    "sync_ingest_plain_store",
+                    "events/s",
+                    [r.rate for r in plain],
+                    **context | {"store": _STORE + ", plain SQLite (no SQLCipher key)"},
+                    seconds_runs=[r.seconds for r in plain],
+                    cpu_s_runs=[r.cpu_s for r in plain],
+                    main_thread_cpu_s_runs=[r.main_thread_cpu_s for r in plain],
+                )
+            )
         out.append(
             Measurement(
                 "sync_receiver_peak_rss",
@@ -268,6 +296,7 @@ SyncBenchmark = Callable[[SyncSession, Collection[str]], Awaitable[list[Measurem
 BENCHMARKS: dict[str, SyncBenchmark] = {
     "sync_ingest": sync_ingest,
     "sync_ingest_every_signature": sync_ingest,
+    "sync_ingest_plain_store": sync_ingest,
     "no_change_round": no_change_round,
     "no_change_round_known": no_change_round,
     "propagation_two_hops": propagation.propagation_two_hops,

@@ -48,7 +48,7 @@ from federation.node import peering
 from federation.node.node import Node, init_node
 
 # Bump when the fixture's content or layout changes: old caches are then ignored.
-FIXTURE_VERSION = 1
+FIXTURE_VERSION = 2  # 2: nodes with the key envelope and an encrypted store
 SYNC_CLUBS = 50
 # Per club: two public and two federation logs. Never private: it never leaves a node.
 LOG_AUDIENCES = ("public", "public", "federation", "federation")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import os
@@ -42,6 +43,8 @@ from federation.node import peering
 from federation.node.follow import sync_round
 from federation.node.node import Node
 from federation.service import MAX_CONNECTIONS_PER_PEER, Service, open_service
+from federation.store import cipher
+from federation.store.sqlite import SqliteStore
 from federation.web.client import PeerClient
 
 
@@ -187,11 +190,36 @@ class _EverySignature:
         return verify_run(log, after, run, authorized, club=club, every_signature=True)
 
 
+async def _open_node(root: Path, *, plain_store: bool) -> Node:
+    """The node as `federation run` opens it; with `plain_store`, the same node on a
+    plain SQLite copy of its store (made untimed here), for the encrypted-vs-plain A/B
+    of one bench run. A node never runs so: Node.open encrypts a plain store."""
+    node = await Node.open(root)
+    if not plain_store:
+        return node
+    assert node._envelope is not None
+    key, path = node._envelope.store_key, node.paths.resolve(node.config.node.store)
+    await node.store.aclose()
+    assert key is not None
+    plain = path.with_name("plain.sqlite")
+    with contextlib.closing(cipher.connect(path, key)) as db:
+        db.execute("ATTACH DATABASE ? AS plain KEY ''", (str(plain),))
+        db.execute("SELECT sqlcipher_export('plain')")
+        db.execute(f"PRAGMA plain.user_version = {db.execute('PRAGMA user_version').fetchone()[0]}")
+        db.execute("DETACH DATABASE plain")
+    os.replace(plain, path)
+    for side in ("-wal", "-shm"):
+        path.with_name(path.name + side).unlink(missing_ok=True)
+    plain_node = Node(node.paths, node.config, await SqliteStore.open(path), node.clock)
+    await plain_node.load_clubs()
+    return plain_node
+
+
 @asynccontextmanager
 async def _receiver(
-    root: Path, invite: str
+    root: Path, invite: str, *, plain_store: bool = False
 ) -> AsyncIterator[tuple[Service, PeerClient, WireCount]]:
-    async with await Node.open(root) as node:
+    async with await _open_node(root, plain_store=plain_store) as node:
         peer = await peering.add(node, invite)
         async with open_service(node, port=0) as service:
             wire = WireCount()
@@ -207,7 +235,11 @@ async def ingest(args: argparse.Namespace) -> IngestReport:
     every = _EverySignature()
     if args.every_signature:
         federation.node.ingest.verify_run = every  # type: ignore[attr-defined]
-    async with _receiver(args.node, args.invite) as (service, client, wire):
+    async with _receiver(args.node, args.invite, plain_store=args.plain_store) as (
+        service,
+        client,
+        wire,
+    ):
         profiler = cProfile.Profile() if args.profile else None
         gc.collect()
         rss_before = _rss_mb()
@@ -295,6 +327,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "ingest":
             command.add_argument("--expect", type=int, required=True)
             command.add_argument("--every-signature", action="store_true")
+            command.add_argument("--plain-store", action="store_true")
             command.add_argument("--profile", type=Path)
         else:
             command.add_argument("--rounds", type=int, default=20)

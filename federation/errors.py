@@ -9,7 +9,9 @@
     ├── LocalProtocolError          we used the protocol wrongly (a bug or bad call)
     ├── RemoteProtocolError         a peer misbehaved; carries the error code to send back
     ├── PeerUnavailableError        a peer could not be reached
-    └── StoreError                  the store cannot be opened, is locked, or is inconsistent
+    ├── StoreError                  the store cannot be opened, is locked, or is inconsistent
+    └── ControlError                the running node refused a command sent through its
+                                    control socket: its message and exit code, carried back
 
 Any other exception escaping the package is a bug. Every message says what was
 wrong, where, and what to do; it fits on one line so the CLI can print it as is.
@@ -138,3 +140,14 @@ class StoreError(FederationError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class ControlError(FederationError):
+    """A command the running node refused (node/control.py): the FederationError it
+    raised there, as its message and exit code, so the command fails as it would have
+    without the node."""
+
+    def __init__(self, message: str, exit_code: int, kind: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.kind = kind  # the class of the error raised there, e.g. "UsageError"

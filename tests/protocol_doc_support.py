@@ -20,6 +20,22 @@ DOC = ROOT / "protocol.md"
 
 # Byte fields of each vector type and their sizes (None: any length).
 HEX_FIELDS: dict[str, dict[str, int | None]] = {
+    "keyevent": {
+        "club": 32,
+        "log": 32,
+        "signer": 32,
+        "key": 32,
+        "revoked": 32,
+        "cut_log": 32,
+        "cut_first": 32,
+        "cut_event": 32,
+        "cut_tag": 32,
+        "cut_key": 32,
+        "cut_entry": 88,
+        "signed_header": canonical.SIGNED_HEADER_BYTES,
+        "id": 32,
+        "payload": None,
+    },
     "genesis": {
         "secret": 32,
         "key": 32,
@@ -50,7 +66,8 @@ HEX_FIELDS: dict[str, dict[str, int | None]] = {
         "theirs_id": 32,
         "theirs_payload": None,
     },
-    "keyfile": {"club": 32, "secret": 32, "salt": 16, "nonce": 12, "ciphertext": 48},
+    # ciphertext: 48 bytes in version 1, 80 in version 2 (the store key too): load checks.
+    "keyfile": {"club": 32, "secret": 32, "salt": 16, "nonce": 12, "store_key": 32},
     "invite": {
         "club": 32,
         "fingerprint": 32,
@@ -75,11 +92,12 @@ HEX_FIELDS: dict[str, dict[str, int | None]] = {
     "agreement": {"proposer": 32, "proposal": 32, "version": 32, "record_sha256": 32},
 }
 INT_FIELDS: dict[str, tuple[str, ...]] = {
+    "keyevent": ("seq", "cut_seq"),
     "genesis": ("time_us",),
     "log": ("audience_code",),
     "event": ("seq", "time_us", "kind", "payload_size"),
     "fork": ("seq",),
-    "keyfile": ("n", "r", "p"),
+    "keyfile": ("n", "r", "p", "version"),
     "invite": (),
     "request": ("time_us", "now_us"),
     "frontier": (),
@@ -102,6 +120,9 @@ def load(text: str) -> list[Block]:
         for key, size in HEX_FIELDS[block.type].items():
             if block.has(key):
                 check_hex(block, key, size)
+        if block.type == "keyfile" and block.has("ciphertext"):  # §2.3: by version
+            two = block.has("version") and block.get("version") == "2"
+            check_hex(block, "ciphertext", 80 if two else 48)
         for key in INT_FIELDS[block.type]:
             if block.has(key) and not re.fullmatch(r"-?[0-9]+", block.get(key)):
                 raise VectorFormatError(f"vector {block.label!r}: {key} is not an integer")

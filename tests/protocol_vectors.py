@@ -33,13 +33,14 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from federation.core import canonical
+from federation.core import canonical, keys
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.crypto import SigningKey
 from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.log import default_log_name, descriptor_bytes, format_audience
 from federation.core.payloads import make_payload
 from federation.core.selection import ROSTER_LOG_NAME
+from federation.node.recovery import words as recovery_words
 from federation.sync import messages, serve
 from federation.sync.messages import Batch, Frontier, Want, WantLog
 from federation.views import agreement, proposals
@@ -130,12 +131,38 @@ REQUIRED: dict[str, frozenset[str]] = {
         )
     ),
 }
+REQUIRED["keyevent"] = frozenset(
+    (
+        "label",
+        "club",
+        "log",
+        "seq",
+        "action",
+        "signer",
+        "key",
+        "revoked",
+        "cut_log",
+        "cut_first",
+        "cut_seq",
+        "cut_event",
+        "cut_tag",
+        "cut_key",
+        "cut_entry",
+        "signed_header",
+        "id",
+        "payload_json",
+        "payload",
+    )
+)
 OPTIONAL: dict[str, frozenset[str]] = {
-    "genesis": frozenset(("recovery_seed", "recovery_key")),
+    "keyevent": frozenset(),
+    "genesis": frozenset(("recovery_seed", "recovery_words", "recovery_key")),
     "log": frozenset(),
     "event": frozenset(),
     "fork": frozenset(),
-    "keyfile": frozenset(("passphrase", "n", "r", "p", "salt", "nonce", "ciphertext")),
+    "keyfile": frozenset(
+        ("version", "passphrase", "n", "r", "p", "salt", "nonce", "ciphertext", "store_key")
+    ),
     "invite": frozenset(),
     "request": frozenset(("body",)),
     "frontier": frozenset(("known", "heads")),
@@ -312,7 +339,13 @@ def _genesis(label: str, seed: str, recovery_seed: str | None, time: str) -> tup
     else:
         recovery_key = _key(recovery_seed).public
         recovery = canonical.sha256(recovery_key)
-        fields += [("recovery_seed", recovery_seed), ("recovery_key", recovery_key.hex())]
+        # The secret as people keep it: the 24 BIP-39 words of the seed (§2.1).
+        words = recovery_words(_key(recovery_seed).secret_bytes())
+        fields += [
+            ("recovery_seed", recovery_seed),
+            ("recovery_words", words),
+            ("recovery_key", recovery_key.hex()),
+        ]
     time_us = _us(time)
     genesis = canonical.encode_genesis(Genesis(key.public, recovery, time_us))
     club = canonical.club_id(genesis)
@@ -396,6 +429,7 @@ def _keyfiles(club: _Club) -> list[Block]:
     }
     plain = {"version": 1, "club": club.id.hex(), "kdf": "none", "secret": secret.hex()}
     return [
+        *_envelopes(club, salt, derived),
         Block(
             "keyfile",
             (
@@ -420,6 +454,66 @@ def _keyfiles(club: _Club) -> list[Block]:
                 ("club", club.id.hex()),
                 ("kdf", "none"),
                 ("secret", secret.hex()),
+                ("json", msgspec.json.encode(plain).decode()),
+            ),
+        ),
+    ]
+
+
+def _envelopes(club: _Club, salt: bytes, derived: bytes) -> list[Block]:
+    """Version 2, the key envelope: the secret and the store key sealed together (a
+    nonce of its own: one key and nonce never seal two plaintexts, even in vectors)."""
+    nonce = hashlib.sha256(b"federation test vector envelope nonce").digest()[:12]
+    secret = club.key.secret_bytes()
+    store_key = hashlib.sha256(b"federation test vector store key").digest()
+    ciphertext = chacha20_poly1305_seal(derived, nonce, secret + store_key, club.id)
+    sealed = {
+        "version": 2,
+        "club": club.id.hex(),
+        "kdf": "scrypt",
+        "n": 2**15,
+        "r": 8,
+        "p": 1,
+        "salt": salt.hex(),
+        "nonce": nonce.hex(),
+        "ciphertext": ciphertext.hex(),
+    }
+    plain = {
+        "version": 2,
+        "club": club.id.hex(),
+        "kdf": "none",
+        "secret": secret.hex(),
+        "store_key": store_key.hex(),
+    }
+    return [
+        Block(
+            "keyfile",
+            (
+                ("label", f"{club.label} key envelope, passphrase"),
+                ("version", "2"),
+                ("club", club.id.hex()),
+                ("kdf", "scrypt"),
+                ("passphrase", PASSPHRASE),
+                ("n", str(2**15)),
+                ("r", "8"),
+                ("p", "1"),
+                ("salt", salt.hex()),
+                ("nonce", nonce.hex()),
+                ("ciphertext", ciphertext.hex()),
+                ("secret", secret.hex()),
+                ("store_key", store_key.hex()),
+                ("json", msgspec.json.encode(sealed).decode()),
+            ),
+        ),
+        Block(
+            "keyfile",
+            (
+                ("label", f"{club.label} key envelope, unencrypted"),
+                ("version", "2"),
+                ("club", club.id.hex()),
+                ("kdf", "none"),
+                ("secret", secret.hex()),
+                ("store_key", store_key.hex()),
                 ("json", msgspec.json.encode(plain).decode()),
             ),
         ),
@@ -506,9 +600,96 @@ def build() -> list[Block]:
             ),
         )
     )
+    blocks += _key_vectors(a, public, first, second)
     blocks += _erasure_vectors(a, logs["private"])
     blocks.append(_agreement(a, b))
     blocks += _sync_vectors(a, b, logs, [first, second])
+    return blocks
+
+
+CLUB_A_KEY_2_SEED = "federation test vector club A key 2"
+CLUB_A_KEY_3_SEED = "federation test vector club A key 3"
+
+
+def _key_vectors(
+    a: _Club, public: bytes, first: VerifiedEvent, second: VerifiedEvent
+) -> list[Block]:
+    """§2.2: club A rotates to key 2 (signed by its genesis key), then revokes key 2
+    with its recovery key and continues under key 3. Each cut names club A's public
+    log at seq 2; the other seven entries are padding (random bytes in life, sha256 of
+    a fixed text here)."""
+    log = keys.key_log_id(a.id)
+    steps = (
+        ("club A key rotate", "rotate", a.key, a.key, _key(CLUB_A_KEY_2_SEED)),
+        (
+            "club A key revoke",
+            "revoke",
+            _key(CLUB_A_RECOVERY_SEED),
+            _key(CLUB_A_KEY_2_SEED),
+            _key(CLUB_A_KEY_3_SEED),
+        ),
+    )
+    blocks: list[Block] = []
+    head: Head | None = None
+    for n, (label, action, signer, revoked, new) in enumerate(steps, start=1):
+        mark = keys.CutMark(public, first.id, second.header.seq, second.id)
+        padding = b"".join(
+            b"".join(
+                canonical.sha256(b"federation test vector padding %d %d %d" % (n, i, j))
+                for j in range(3)
+            )[: keys.CUT_ENTRY_BYTES]
+            for i in range(keys.padding_entries(1))
+        )
+        cut = keys.seal_cut(n, [mark], padding)
+        entry = keys.seal_cut_entry(public, first.id, n, mark.seq, mark.event)
+        payload = make_payload(
+            Kind.KEY,
+            {
+                "action": action,
+                "key": new.public.hex(),
+                "revoked": revoked.public.hex(),
+                "cut": [e.hex() for e in cut],
+            },
+        )
+        event = sign_event(
+            signer,
+            club=a.id,
+            log=log,
+            head=head,
+            time_us=_us(f"2026-03-0{n}T12:00:00+00:00"),
+            kind=Kind.KEY,
+            payload=payload,
+        )
+        head = Head(n, event.id)
+        cut_key = canonical.sha256(
+            canonical.CUT_KEY_TAG + b"\x01" + public + first.id + struct.pack(">Q", n)
+        )
+        blocks.append(
+            Block(
+                "keyevent",
+                (
+                    ("label", label),
+                    ("club", a.id.hex()),
+                    ("log", log.hex()),
+                    ("seq", str(n)),
+                    ("action", action),
+                    ("signer", signer.public.hex()),
+                    ("key", new.public.hex()),
+                    ("revoked", revoked.public.hex()),
+                    ("cut_log", public.hex()),
+                    ("cut_first", first.id.hex()),
+                    ("cut_seq", str(mark.seq)),
+                    ("cut_event", mark.event.hex()),
+                    ("cut_tag", keys.cut_tag(public, first.id, n).hex()),
+                    ("cut_key", cut_key.hex()),
+                    ("cut_entry", entry.hex()),
+                    ("signed_header", event.signed.hex()),
+                    ("id", event.id.hex()),
+                    ("payload_json", payload.decode()),
+                    ("payload", payload.hex()),
+                ),
+            )
+        )
     return blocks
 
 

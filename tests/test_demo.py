@@ -15,6 +15,7 @@ import os
 import random
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 
 from federation import demo
+from federation.demo import seizure
+from federation.demo.walkthrough import DEMO_PASSPHRASE
 from federation.errors import ConfigError, UsageError
 from federation.node.keyfile import PASSPHRASE_ENV
 from federation.views.agreement import check_record
@@ -177,7 +180,7 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     root = tmp_path_factory.mktemp("demo") / "demo-federation"
     base = free_base_port()
     out, err = io.StringIO(), io.StringIO()
@@ -189,11 +192,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
         mp.delenv(PASSPHRASE_ENV, raising=False)
         code = demo.main(["--dir", str(root), "--no-wait", "--base-port", str(base)])
         assert PASSPHRASE_ENV not in os.environ, "the demo restores the environment"
-    clubs = {}
-    if code == 0:
-        for name in demo.load_specs():
-            clubs[name] = demo.query("--node", str(root / name), "status", "--json")["club"]
-    return DemoRun(root, base, code, out.getvalue(), err.getvalue(), clubs)
+    # The stores are encrypted: reading one needs the demo clubs' passphrase.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PASSPHRASE_ENV, DEMO_PASSPHRASE)
+        clubs = {}
+        if code == 0:
+            for name in demo.load_specs():
+                clubs[name] = demo.query("--node", str(root / name), "status", "--json")["club"]
+        yield DemoRun(root, base, code, out.getvalue(), err.getvalue(), clubs)
 
 
 def test_the_demo_runs_every_step(run: DemoRun) -> None:
@@ -274,7 +280,9 @@ def test_a_relay_passes_on_public_events_only_where_the_roster_allows(run: DemoR
     assert {e["payload"]["what"] for e in at_harbour if e["kind"] == "action"} >= {
         p.what for p in public if isinstance(p, demo.ActionPost)
     }
-    assert not any(e["kind"] == "note" for e in at_harbour)
+    # (The one public note is Northside's, after the seized laptop scene.)
+    notes = [e["payload"]["text"] for e in at_harbour if e["kind"] == "note"]
+    assert notes == [seizure.BACK_TEXT]
     # The other way round too: Northside gets Harbour's public events, not its roster.
     at_northside = [
         e
@@ -421,3 +429,42 @@ def test_the_demo_deletes_only_what_a_demo_made(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not made by the demo"):
         demo.prepare(mine, keep=False)
     assert (mine / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_a_seized_key_is_revoked_and_every_peer_follows_the_new_one(run: DemoRun) -> None:
+    """Northside's node directory is copied (passphrase and all) to a rogue node that
+    posts as the club; Riverside takes the post and relays it to Harbour. Northside
+    restores its backup, revokes the seized key with three of its five members' shares,
+    and carries on: every peer holds the rogue's post apart, never as the club's, and
+    takes the club's next post under its new key."""
+    assert run.code == 0, run.err
+    node = demo.shown_path(run.root)
+    restored = f"{node}/northside-new"
+    for step in (
+        f"$ federation --node {node}/northside backup -o {node}/northside.backup",
+        f"$ federation --node {node}/rogue-northside post note --audience public",
+        f"$ federation restore {node}/northside.backup {restored}",
+        f"$ federation --node {restored} key revoke --share {node}/northside-member-1-share.txt "
+        f"--share {node}/northside-member-2-share.txt --share {node}/northside-member-3-share.txt",
+    ):
+        assert step in run.out, step
+    # The rogue's post reached the peers before the revocation (positive control).
+    before = run.out.split("A seized laptop", 1)[1].split("restores its backup", 1)[0]
+    assert seizure.ROGUE_TEXT[:40] in before
+    for name in ("riverside", "harbour", "millbrook"):
+        held = run.texts(name, "northside")
+        assert seizure.ROGUE_TEXT not in held, name
+        assert seizure.BACK_TEXT in held, name
+        events = run.log(name, "--club", run.clubs["northside"], "--log", "public")
+        back = [e for e in events if (e["payload"] or {}).get("text") == seizure.BACK_TEXT]
+        assert len(back) == 1, name
+        # The events up to the cut keep the seized key's signatures; the new post has the
+        # club's new key.
+        assert {e["key"] for e in events if e["seq"] < back[0]["seq"]} != {back[0]["key"]}
+        apart = demo.query("--node", str(run.root / name), "status", "--json")["held_apart"]
+        assert apart, name
+    status = demo.query("--node", str(run.root / "northside-new"), "status", "--json")
+    assert status["club"] == run.clubs["northside"]
+    # No recovery secret was left on any node: the shares are the demo's, beside the nodes.
+    for name in ("riverside", "northside", "harbour", "millbrook", "northside-new"):
+        assert not (run.root / name / "recovery.key").exists()

@@ -229,6 +229,7 @@ VALID_PAYLOADS = [
     payloads.make_payload(Kind.ROSTER, {"op": "added", "club": OTHER.id.hex(), "name": "B"}),
     payloads.make_payload(Kind.ERASURE, {"seq": 1, "event": "ab" * 32}),
     payloads.make_payload(Kind.PROPOSAL, {"op": "withdrawn", "proposal": "ab" * 32}),
+    payloads.make_payload(Kind.KEY, {"action": "rotate", "key": "cd" * 32, "revoked": "ab" * 32}),
 ]
 
 # --- structured junk: the right shape with the wrong contents ----------------------------

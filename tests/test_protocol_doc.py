@@ -20,7 +20,7 @@ import struct
 import msgspec
 import pytest
 
-from federation.core import canonical
+from federation.core import canonical, crypto, keys
 from federation.core.canonical import Genesis, Header, Kind, LogDescriptor
 from federation.core.crypto import SigningKey, derive_key, open_sealed
 from federation.core.events import Head, KeyCheck, VerifiedEvent, verify_event, verify_run
@@ -33,7 +33,8 @@ from federation.core.payloads import (
     erasure_target,
 )
 from federation.errors import ForkError, InvalidEventError
-from federation.node.keyfile import open_key, seal_key
+from federation.node.keyfile import open_envelope, seal_envelope, seal_key
+from federation.node.recovery import signing_key_from_words
 from federation.views import agreement
 from tests.protocol_doc_support import (
     DOC,
@@ -170,6 +171,9 @@ def test_genesis(blocks: list[Block]) -> None:
         if b.has("recovery_seed"):
             recovery_key = SigningKey(hashlib.sha256(b.get("recovery_seed").encode()).digest())
             assert recovery_key.public == b.hex("recovery_key")
+            # The 24 words encode exactly that seed (§2.1, node/recovery.py).
+            from_words = signing_key_from_words(b.get("recovery_words"))
+            assert from_words.secret_bytes() == recovery_key.secret_bytes()
             assert b.hex("recovery") == hashlib.sha256(recovery_key.public).digest()
         else:
             assert not b.has("recovery_key")
@@ -187,12 +191,15 @@ def test_keyfile(blocks: list[Block]) -> None:
     for b in of_type(blocks, "keyfile"):
         club = b.hex("club")
         file = json.loads(b.get("json"))
-        assert file["version"] == 1
+        version = b.int("version") if b.has("version") else 1
+        # Version 2, the key envelope, also holds the store key (§2.3).
+        store_key = {"store_key"} if version == 2 else set()
+        assert file["version"] == version
         assert file["club"] == b.get("club")
         assert file["kdf"] == b.get("kdf")
         if b.get("kdf") == "none":
-            assert set(file) == {"version", "club", "kdf", "secret"}
-            secret = bytes.fromhex(file["secret"])
+            assert set(file) == {"version", "club", "kdf", "secret"} | store_key
+            secret = bytes.fromhex(file["secret"]) + bytes.fromhex(file.get("store_key", ""))
         else:
             assert b.get("kdf") == "scrypt"
             assert set(file) == {"version", "club", "kdf", "n", "r", "p"} | {
@@ -217,6 +224,10 @@ def test_keyfile(blocks: list[Block]) -> None:
             secret = opened
             # The club id is the associated data: any other club id fails to open it.
             assert open_sealed(kek, b.hex("nonce"), b.hex("ciphertext"), bytes(32)) is None
+        if version == 2:  # the secret, then the store key
+            assert len(secret) == 64
+            assert secret[32:] == b.hex("store_key")
+            secret = secret[:32]
         assert secret == b.hex("secret")
         assert SigningKey(secret).public == keys[club], "the secret is not the club's key"
 
@@ -402,8 +413,9 @@ def test_payload_tables_match_the_payload_types() -> None:
 def test_key_files_open_with_the_reference_reader(blocks: list[Block]) -> None:
     for b in of_type(blocks, "keyfile"):
         passphrase = b.get("passphrase").encode() if b.has("passphrase") else None
-        key = open_key(b.get("json").encode(), b.hex("club"), passphrase, "protocol.md")
-        assert key.secret_bytes() == b.hex("secret")
+        envelope = open_envelope(b.get("json").encode(), b.hex("club"), passphrase, "protocol.md")
+        assert envelope.key.secret_bytes() == b.hex("secret")
+        assert envelope.store_key == (b.hex("store_key") if b.has("store_key") else None)
 
 
 @pytest.mark.parametrize("passphrase", [b"correct horse battery staple", None])
@@ -412,6 +424,13 @@ def test_reference_key_files_have_the_documented_fields(passphrase: bytes | None
     used = {k for k, v in written.items() if v not in ("", 0)}
     if passphrase is None:
         assert used == {"version", "club", "kdf", "secret"}
+    else:
+        assert used == {"version", "club", "kdf", "n", "r", "p", "salt", "nonce", "ciphertext"}
+    envelope = json.loads(seal_envelope(SigningKey(bytes(32)), bytes(32), bytes(32), passphrase))
+    assert envelope["version"] == 2
+    used = {k for k, v in envelope.items() if v not in ("", 0)}
+    if passphrase is None:
+        assert used == {"version", "club", "kdf", "secret", "store_key"}
     else:
         assert used == {"version", "club", "kdf", "n", "r", "p", "salt", "nonce", "ciphertext"}
 
@@ -603,3 +622,42 @@ def test_agreement_record_refuses_any_changed_byte(blocks: list[Block]) -> None:
     assert unchanged < 20
     with pytest.raises(InvalidEventError, match="truncated or altered"):
         agreement.check_record(data[:-1])
+
+
+# --- key events (§2.2) -----------------------------------------------------------------
+
+
+def test_key_events(blocks: list[Block]) -> None:
+    """Club A's rotation and revocation verify, follow one another by the key rule,
+    and each cut entry opens, by hand and with the reference, only for its log."""
+    vectors = of_type(blocks, "keyevent")
+    assert [b.get("action") for b in vectors] == ["rotate", "revoke"]
+    genesis = canonical.decode_genesis(of_type(blocks, "genesis")[0].hex("genesis"))
+    folded = []
+    for b in vectors:
+        event = verify_event(b.hex("signed_header"), b.hex("payload"), lambda c, k: True)
+        assert event.id == b.hex("id")
+        assert event.header.key == b.hex("signer")
+        assert event.header.log == keys.key_log_id(b.hex("club")) == b.hex("log")
+        assert event.header.kind == Kind.KEY
+        folded.append((event.header, event.payload, event.id))
+        n, log, first = b.int("seq"), b.hex("cut_log"), b.hex("cut_first")
+        suffix = b"\x01" + log + first + struct.pack(">Q", n)
+        assert canonical.sha256(b"federation/cutid" + suffix) == b.hex("cut_tag")
+        assert canonical.sha256(b"federation/cutky" + suffix) == b.hex("cut_key")
+        entry = b.hex("cut_entry")
+        assert entry[:32] == b.hex("cut_tag")
+        opened = crypto.open_sealed(b.hex("cut_key"), bytes(12), entry[32:], b"")
+        assert opened == struct.pack(">Q", b.int("cut_seq")) + b.hex("cut_event")
+        payload = msgspec.json.decode(b.hex("payload"))
+        assert entry.hex() in payload["cut"]
+        assert len(payload["cut"]) == 8
+        found = [keys.open_cut_entry(bytes.fromhex(e), log, first, n) for e in payload["cut"]]
+        assert [f for f in found if f is not None] == [(b.int("cut_seq"), b.hex("cut_event"))]
+    history = keys.fold_key_log(genesis, folded)
+    assert [e.key.hex() for e in history.epochs[1:]] == [b.get("key") for b in vectors]
+    public = vectors[0].hex("cut_log")
+    first = vectors[0].hex("cut_first")
+    assert history.window(public, first, genesis.key) == (0, 2)
+    assert history.window(public, first, vectors[0].hex("key")) == (2, 2)  # never signed
+    assert history.window(public, first, vectors[1].hex("key")) == (2, float("inf"))

@@ -16,19 +16,32 @@ from typing import Any
 
 import msgspec
 
-from federation.cli.output import Output, format_time, progress, say
+from federation.cli import delivery as cli_delivery
+from federation.cli import safety
+from federation.cli.listing import delivery_lines, log_lines, log_table
+from federation.cli.names import SHORT_HEX, Labels, known_labels
+from federation.cli.output import (
+    Output,
+    format_time,
+    format_when,
+    plural,
+    progress,
+    say,
+)
 from federation.cli.peering import peer_json, peer_lines
+from federation.cli.table import fit, terminal_width, wrap
+from federation.core import canonical
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.ids import short
-from federation.core.log import format_audience, parse_audience
-from federation.core.payloads import UNERASABLE_KINDS, kind_from_name, read_payload, summary
+from federation.core.log import format_audience
+from federation.core.payloads import kind_from_name, read_payload
 from federation.errors import UsageError
-from federation.node import archive, audit, projector
-from federation.node.keyfile import PASSPHRASE_ENV
+from federation.node import audit, control, delivery, naming, recovery
+from federation.node.keyfile import PASSPHRASE_ENV, read_passphrase_file
 from federation.node.node import Node, init_node, prompt_passphrase
-from federation.store.base import PAGE_EVENTS, LogRecord
-from federation.store.meta import delivered, restore_guards
+from federation.store.base import PAGE_EVENTS, HeldEvent, LogRecord
+from federation.store.meta import restore_guards
 
 # --- init -----------------------------------------------------------------------
 
@@ -39,7 +52,8 @@ def add_init_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--no-passphrase",
         action="store_true",
-        help="store the key unencrypted (unattended servers only: a seized disk gives it away)",
+        help="store the club key and the store key unencrypted (unattended servers only: "
+        "a seized disk then reveals every log and lets the taker sign as the club)",
     )
     c.add_argument(
         "--passphrase-file",
@@ -52,22 +66,30 @@ def add_init_arguments(c: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="also serve the read-only public feed here (default: no feed)",
     )
+    safety.add_recovery_sheet_arguments(c)
 
 
 async def cmd_init(args: argparse.Namespace) -> Output:
     root = Path(args.node)
+    # The recovery secret is shown once and never stored here (protocol.md §2.1).
+    shares = recovery.parse_threshold(args.recovery_shares) if args.recovery_shares else None
+    safety.check_sheet_target(args.recovery_out)
+    recovery_seed = safety.sheet_seed()
     if args.no_passphrase:
         passphrase = None
         say(
-            "federation: warning: the club key will be stored UNENCRYPTED; anyone who copies "
-            f"{root / 'club.key'} can sign as your club",
+            "federation: warning: the club key and the store key will be stored UNENCRYPTED "
+            f"in {root / 'club.key'}: the store is encrypted, but its key sits beside it, so "
+            "anyone who copies this directory can read every log and sign as your club",
             file=sys.stderr,
         )
     elif args.passphrase_file:
-        try:
-            passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.passphrase_file}: {exc.strerror}") from None
+        passphrase = read_passphrase_file(Path(args.passphrase_file))  # refused if not 0600
+        say(
+            f"federation: note: the passphrase stays in {args.passphrase_file}; a seized disk "
+            "that holds it reveals everything: keep it elsewhere (another disk, a secret store)",
+            file=sys.stderr,
+        )
     elif PASSPHRASE_ENV in os.environ:
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     else:
@@ -80,97 +102,15 @@ async def cmd_init(args: argparse.Namespace) -> Output:
         plain_http=args.plain_http,
         passphrase_file=str(Path(args.passphrase_file).resolve()) if args.passphrase_file else "",
         feed_listen=args.feed_listen,
+        recovery_seed=recovery_seed,
     )
+    sheet = safety.recovery_sheet(club, args.name, recovery_seed, shares)
     lines = [
         club.hex(),
         f"created club “{args.name}” in {root}",
-        f"move {root / 'recovery.key'} off this machine (e.g. a USB stick kept apart): "
-        "it will let you revoke a seized key",
+        *safety.keep_sheet(sheet, args.recovery_out),
     ]
     return Output({"club": club.hex(), "name": args.name, "node": str(root)}, lines)
-
-
-# --- post -----------------------------------------------------------------------
-
-_POST_FIELDS: dict[str, list[tuple[str, str, Any]]] = {
-    # kind: [(option, help, type)]
-    "note": [("text", "the note", str)],
-    "action": [
-        ("what", "what the club does, e.g. 'Picket at the depot'", str),
-        ("starts", "start, ISO 8601 with zone, e.g. 2026-12-01T18:00+00:00", str),
-        ("ends", "end, same form (optional)", str),
-        ("where", "the place (optional)", str),
-        ("participants", "how many took part (optional)", int),
-        ("text", "details (optional)", str),
-    ],
-    "report": [
-        ("member", "who reports", str),
-        ("period", "the month, YYYY-MM", str),
-        ("text", "what they did", str),
-    ],
-    "campaign": [
-        ("campaign", "the campaign's short name (a-z, 0-9, -)", str),
-        ("op", "created, updated or closed", str),
-        ("title", "title (optional)", str),
-        ("text", "description or update (optional)", str),
-    ],
-}
-
-
-def _datetime(option: str, text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--{option} {text!r} is not a date and time; use e.g. 2026-12-01T18:00+00:00"
-        ) from None
-    if value.tzinfo is None:
-        raise UsageError(f"--{option} needs a time zone, e.g. 2026-12-01T18:00+00:00")
-    return value
-
-
-def add_post_arguments(c: argparse.ArgumentParser) -> None:
-    c.add_argument("kind", metavar="KIND", help="note, action, report or campaign")
-    c.add_argument(
-        "--audience",
-        default="private",
-        help="private (default), federation, public, or clubs:ID[,ID...]",
-    )
-    c.add_argument("--log", help="the log's name (default: named after the audience)")
-    seen: set[str] = set()
-    for fields in _POST_FIELDS.values():
-        for name, help, type_ in fields:
-            if name not in seen:
-                seen.add(name)
-                c.add_argument(f"--{name}", type=type_, help=help)
-
-
-async def cmd_post(args: argparse.Namespace) -> Output:
-    kind = kind_from_name(args.kind, postable=True)
-    allowed = {name for name, _, _ in _POST_FIELDS[kind.name.lower()]}
-    given = {
-        name: getattr(args, name)
-        for fields in _POST_FIELDS.values()
-        for name, _, _ in fields
-        if getattr(args, name) is not None
-    }
-    for name in ("starts", "ends"):
-        if name in given:
-            given[name] = _datetime(name, given[name])
-    extra = sorted(set(given) - allowed)
-    if extra:
-        raise UsageError(
-            f"--{extra[0]} does not apply to {kind.name.lower()}; it takes "
-            + ", ".join(f"--{n}" for n in sorted(allowed))
-        )
-    audience = parse_audience(args.audience)
-    async with await Node.open(Path(args.node)) as node:
-        record, event = await node.post(kind, given, audience, args.log)
-    data = _event_json(record, event)
-    return Output(
-        data,
-        [f"{event.id.hex()}  {record.name} #{event.header.seq}  ({format_audience(audience)})"],
-    )
 
 
 # --- reading ------------------------------------------------------------------------
@@ -203,15 +143,16 @@ async def _select_logs(node: Node, log: str | None, club: str | None = None) -> 
         records = [r for r in records if r.name == log or r.id.hex().startswith(log.lower())]
         if not records:
             raise UsageError(f"no log {log!r}; see the logs in `federation status`")
-    if club:
-        records = [r for r in records if r.club.hex().startswith(club.lower())]
+    if club:  # a name or an id prefix: the one naming rule (node/naming.py)
+        chosen = await naming.find_club(node, club)
+        records = [r for r in records if r.club == chosen]
     return records
 
 
 def add_log_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--log", help="only this log (name or id prefix)")
     c.add_argument("--kind", help="only this kind (note, action, report, campaign)")
-    c.add_argument("--club", help="only this club (id prefix)")
+    c.add_argument("--club", help="only this club (its name, or 6+ hex digits of its id)")
     c.add_argument(
         "--limit", type=int, default=50, help="at most this many, the latest (default 50)"
     )
@@ -230,35 +171,108 @@ async def cmd_log(args: argparse.Namespace) -> Output:
             while page := await node.store.events(record.id, after, PAGE_EVENTS):
                 rows.extend((record, e) for e in page if kind is None or e.header.kind == kind)
                 after = page[-1].header.seq
-        rows.sort(key=lambda r: (r[1].header.time_us, r[1].header.seq))
+        known = await known_labels(node)
+        # By time (a claim, but what people read by); events of one instant by club
+        # name, log name and seq, so that a listing reads the same each time.
+        rows.sort(
+            key=lambda r: (r[1].header.time_us, known(r[1].header.club), r[0].name, r[1].header.seq)
+        )
         rows = rows[-args.limit :]
-        data = [_event_json(r, e) | {"signed": None} for r, e in rows]
-        lines = [
-            f"{e.id.hex()[:12]}  {format_time(e.header.time_us)}  {short(e.header.club)} "
-            f"{r.name}#{e.header.seq}  {Kind(e.header.kind).name.lower():8}  "
-            f"{summary(e.header.kind, e.payload)}"
-            for r, e in rows
-        ] or ["no events"]
-        return Output(data, lines)
+        apart = held_apart_lines(await node.store.held_apart(), known)
+    data = [
+        _event_json(r, e) | {"signed": None, "club_name": known.names.get(e.header.club)}
+        for r, e in rows
+    ]
+    return Output(data, log_lines(rows, known) + apart)
+
+
+def held_apart_lines(held: list[HeldEvent], known: Labels) -> list[str]:
+    """Events a key event moved out of their logs (protocol.md §2.2), in words: kept as
+    evidence, never served or relayed; one line per club."""
+    by_club: dict[bytes, list[HeldEvent]] = {}
+    for h in held:
+        by_club.setdefault(h.club, []).append(h)
+    return [
+        f"{plural(len(events), 'event')} of {known(club)} signed by a revoked or replaced key "
+        f"held apart, not relayed ({events[-1].reason})"
+        for club, events in by_club.items()
+    ]
 
 
 def add_event_argument(c: argparse.ArgumentParser) -> None:
     """The one argument of `show` and `erase`."""
-    c.add_argument("event", metavar="EVENT", help="event id or a prefix of 8+ hex digits")
+    c.add_argument("event", metavar="EVENT", help="event id or a prefix of 6+ hex digits")
 
 
 async def cmd_show(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
-        event = await node.find_event(args.event)
+        try:
+            event = await node.find_event(args.event)
+        except UsageError:
+            apart = await _held_apart_event(node, args.event)
+            if apart is None:
+                raise
+            return apart
         record = await node.store.log(event.header.log)
         assert record is not None
         data = _event_json(record, event)
-    lines = [f"{k:13} {v}" for k, v in data.items() if k not in ("payload", "signed")]
+        # Which peers showed they hold it (node/delivery.py); None: another club's event.
+        reached = await delivery.event_delivery(node.store, node.club, event)
+        club_names = await naming.club_names(node)
+    data["delivery"] = cli_delivery.event_delivery_json(reached)
+    data["club_name"] = club_names.get(event.header.club)
+    # For people: the club by name, times in the reader's zone; the rest as in JSON.
+    known = Labels(club_names)
+    shown = data | {
+        "club": f"{known(event.header.club)} ({event.header.club.hex()[:SHORT_HEX]})",
+        "audience": known.audience(record.audience),
+        "time": format_when(event.header.time_us),
+    }
+    lines = [
+        f"{k:13} {v}"
+        for k, v in shown.items()
+        if k not in ("payload", "signed", "delivery", "club_name")
+    ]
+    lines += cli_delivery.event_delivery_lines(reached, club_names)
     if event.payload is None:
         lines.append("payload       [erased]")
     else:
         payload: dict[str, object] = data["payload"] or {}
-        lines += [f"  {k}: {v}" for k, v in payload.items() if v not in (None, "")]
+        lines += [
+            f"  {k}: {format_when(v) if isinstance(v, dt.datetime) else v}"
+            for k, v in payload.items()
+            if v not in (None, "")
+        ]
+    return Output(data, lines)  # one field a line, whole: `show` is the event in full
+
+
+async def _held_apart_event(node: Node, ref: str) -> Output | None:
+    """`show` of an event a key event moved out of its log (protocol.md §2.2): said in
+    words, with why; it is kept as evidence and never served."""
+    text = ref.strip().lower()
+    found = [
+        h
+        for h in await node.store.held_apart()
+        if canonical.sha256(h.signed).hex().startswith(text)
+    ]
+    if len(text) < 6 or len(found) != 1:
+        return None
+    h = found[0]
+    header = canonical.decode_header(h.signed)
+    data = {
+        "id": canonical.sha256(h.signed).hex(),
+        "club": h.club.hex(),
+        "log": h.log.hex(),
+        "seq": h.seq,
+        "key": header.key.hex(),
+        "held_apart": True,
+        "reason": h.reason,
+    }
+    lines = [f"{k:13} {v}" for k, v in data.items() if k != "held_apart"]
+    lines.append(
+        "held apart: outside its key's window after a key event of the club; kept as "
+        "evidence, not in the log, never served or relayed"
+    )
     return Output(data, lines)
 
 
@@ -272,6 +286,13 @@ async def cmd_status(args: argparse.Namespace) -> Output:
         held = {r.id: r.head.seq if r.head else 0 for r in logs if r.club == node.club}
         guards = await restore_guards(node.store, held.items())  # protocol.md §3.6
         encrypted = node.key_encrypted
+        known = await known_labels(node)
+        now_us = node.clock()
+        reached = await delivery.deliveries(node.store, node.club)  # node/delivery.py
+        safe_data, safe_lines = await safety.status(node)  # restore (§3.6), recovery (§2.1)
+        held_apart = await node.store.held_apart()  # protocol.md §2.2
+        epochs = node.keys.history(node.club)
+        assert epochs is not None
         data = {
             "club": node.club.hex(),
             "name": node.config.club.name,
@@ -288,11 +309,13 @@ async def cmd_status(args: argparse.Namespace) -> Output:
                     "head": r.head.id.hex() if r.head else None,
                     "frozen": r.frozen,
                     "own": r.club == node.club,
+                    "club_name": known.names.get(r.club),  # None: no name known here
                 }
                 for r in logs
             ],
             "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in forks],
             "peers": [peer_json(p) for p in peer_list],  # per-peer sync status (DESIGN 12)
+            "delivery": cli_delivery.delivery_json(reached),
             "blocked": [{"club": c.hex(), "blocked_us": us} for c, us in blocked.items()],
             "restore_guards": [
                 {
@@ -305,38 +328,65 @@ async def cmd_status(args: argparse.Namespace) -> Output:
                 }
                 for g in guards
             ],
+            **safe_data,
+            "signing_key": {"key": epochs.current.key.hex(), "since": epochs.current.n},
+            "held_apart": [
+                {"club": h.club.hex(), "log": h.log.hex(), "seq": h.seq, "reason": h.reason}
+                for h in held_apart
+            ],
         }
     lines = [
-        f"club     {node.config.club.name}  {node.club.hex()}",
-        f"key      {'encrypted with a passphrase' if encrypted else 'UNENCRYPTED on disk'}",
-        f"events   {count} in {len(logs)} logs",
+        f"club     {node.config.club.name}",
+        f"id       {node.club.hex()}",
+        "key      "
+        + (
+            "club key and store key sealed with the passphrase"
+            if encrypted
+            else "UNENCRYPTED on disk: club.key holds the store key, so a copy of this "
+            "directory reads every log and signs as the club"
+        ),
+        f"signing  key {short(epochs.current.key)} "
+        + (
+            "(the genesis key)"
+            if epochs.current.n == 0
+            else f"(since seq {epochs.current.n} of the keys log)"
+        ),
+        f"events   {plural(count, 'event')} in {plural(len(logs), 'log')}",
         "logs:",
+        *log_table(logs, known, node.club),
     ]
-    for r in logs:
-        mark = " FROZEN (fork)" if r.frozen else ""
-        owner = "own" if r.club == node.club else short(r.club)
-        audience = format_audience(r.audience)[:20]
-        lines.append(
-            f"  {r.name:20} {audience:20} {owner:12} seq {r.head.seq if r.head else 0}{mark}"
-        )
-    lines += [f"fork: {audit.describe_fork(f)}" for f in forks]
-    names = {r.id: r.name for r in logs}
+    total = terminal_width()
+    for f in forks:
+        lines += wrap(f"fork: {audit.describe_fork(f)}", total)
+    log_names = {r.id: r.name for r in logs}
     for g in guards:
+        name = log_names.get(g.log, "?")
         if g.evidence:
-            lines.append(
-                f"HELD BACK: log {names.get(g.log, '?')!r}: peer {g.peer} sent a signed event "
-                f"of ours at seq {g.seq} (here {held[g.log]}); this node looks restored from "
-                "an old backup: run `federation sync` to catch up before posting"
+            text = (
+                f"HELD BACK: log {name!r}: peer {g.peer} sent a signed event of ours at seq "
+                f"{g.seq} (here {held[g.log]}); this node looks restored from an old backup: "
+                "run `federation sync` to catch up before posting"
             )
         else:
-            lines.append(
-                f"warning: peer {g.peer} claims to hold our log {names.get(g.log, '?')!r} up "
-                f"to seq {g.seq} (here {held[g.log]}) but did not send those events; an "
-                "unsigned claim holds nothing back. If it persists, that peer misreports"
+            text = (
+                f"warning: peer {g.peer} claims to hold our log {name!r} up to seq {g.seq} "
+                f"(here {held[g.log]}) but did not send those events; an unsigned claim holds "
+                "nothing back. If it persists, that peer misreports"
             )
-    lines += ["peers:", *peer_lines(peer_list, node.clock())]
-    lines += [f"blocked  {c.hex()} since {format_time(us)}" for c, us in blocked.items()]
-    return Output(data, lines)
+        lines += wrap(text, total)
+    for text in safe_lines:
+        lines += wrap(text, total)
+    for text in held_apart_lines(held_apart, known):
+        lines += wrap(text, total)
+    lines += ["peers:", *peer_lines(peer_list, now_us, known)]
+    lines += delivery_lines(reached, logs, known, now_us)
+    lines += [
+        f"blocked  {known(c)}"
+        + ("" if known(c).startswith("club ") else f" ({c.hex()[:SHORT_HEX]})")
+        + f" since {format_when(us)}"
+        for c, us in blocked.items()
+    ]
+    return Output(data, fit(lines, total))
 
 
 async def cmd_verify(args: argparse.Namespace) -> Output:
@@ -351,57 +401,51 @@ async def cmd_verify(args: argparse.Namespace) -> Output:
         "events": report.events,
         "erased": report.erased,
         "problems": [msgspec.structs.asdict(p) for p in report.problems],
-        "forks": [{"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq} for f in report.forks],
+        "forks": [
+            {"club": f.club.hex(), "log": f.log.hex(), "seq": f.seq, "resolved": f.resolved}
+            for f in report.forks
+        ],
     }
     lines = [str(p) for p in report.problems] + [audit.describe_fork(f) for f in report.forks]
-    verdict = "ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+    # protocol.md §2.2, §3.6: a fork no later key event carried on fails verify too.
+    unresolved = report.unresolved
+    data["ok"] = report.ok and not unresolved
+    verdict = "ok" if report.ok else f"FAILED: {plural(len(report.problems), 'problem')}"
+    if report.ok and unresolved:
+        verdict = (
+            f"FAILED: {plural(len(unresolved), 'unresolved fork')}; for this club's own logs run "
+            "`federation key rotate` to carry them on"
+        )
     lines.append(
-        f"verify {verdict}: {report.events} events ({report.erased} erased) in "
-        f"{report.logs} logs of {report.clubs} clubs"
+        f"verify {verdict}: {plural(report.events, 'event')} ({report.erased} erased) in "
+        f"{plural(report.logs, 'log')} of {plural(report.clubs, 'club')}"
     )
-    return Output(data, lines, exit_code=0 if report.ok else 1)
+    return Output(data, lines, exit_code=0 if data["ok"] else 1)
 
 
 async def cmd_erase(args: argparse.Namespace) -> Output:
     """protocol.md §3.5: our own event is erased everywhere, by a signed erasure event
-    that travels with its log; another club's is wiped here only."""
-    async with await Node.open(Path(args.node)) as node:
-        event = await node.find_event(args.event)
-        h = event.header
-        if h.kind in UNERASABLE_KINDS:
-            raise UsageError(
-                f"{Kind(h.kind).name.lower()} events cannot be erased: a roster decides who "
-                "receives the club's logs, and an erasure must travel with its log"
-            )
-        data: dict[str, Any] = {"id": event.id.hex(), "log": h.log.hex(), "seq": h.seq}
-        if h.club != node.club:
-            await projector.erase(node.store, event)
-            data |= {"erased": True, "everywhere": False}
-            return Output(
-                data,
-                [
-                    f"wiped this node's copy of the payload of {event.id.hex()} (seq {h.seq}), "
-                    "another club's event; its signed header stays",
-                    "other copies remain: at the club that wrote it and at every node it "
-                    "reached; only that club can erase it everywhere",
-                ],
-            )
-        if (await node.store.erasures(h.log)).get(h.seq):
-            data |= {"erased": True, "everywhere": True}
-            return Output(data, [f"{event.id.hex()} is erased already, everywhere"])
-        record = await node.store.log(h.log)
-        assert record is not None
-        fields: dict[str, object] = {"seq": h.seq, "event": event.id.hex()}
-        _, erasure = await node.post(Kind.ERASURE, fields, record.audience, record.name)
-        await projector.catch_up(node.store)  # the log's views fold again, without it
-        peers = await node.store.peers()
-        reached = [p for p in peers if await delivered(node.store, p.club, h.log) >= h.seq]
-    data |= {
-        "erased": True,
-        "everywhere": True,
-        "erasure": erasure.id.hex(),
-        "received_by": [p.club.hex() for p in reached],
-    }
+    that travels with its log; another club's is wiped here only. Done by the running
+    node when there is one (node/control.py)."""
+    done = await control.write(Path(args.node), {"op": "erase", "event": args.event})
+    erased = msgspec.json.decode(done, type=control.Erased)
+    event, record, h = erased.event, erased.record, erased.event.header
+    data: dict[str, Any] = {"id": event.id.hex(), "log": h.log.hex(), "seq": h.seq}
+    data |= {"erased": True, "everywhere": erased.everywhere}
+    if not erased.everywhere:
+        return Output(
+            data,
+            [
+                f"wiped this node's copy of the payload of {event.id.hex()} (seq {h.seq}), "
+                "another club's event; its signed header stays",
+                "other copies remain: at the club that wrote it and at every node it "
+                "reached; only that club can erase it everywhere",
+            ],
+        )
+    if erased.erasure is None:
+        return Output(data, [f"{event.id.hex()} is erased already, everywhere"])
+    erasure, reached = erased.erasure, erased.received_by
+    data |= {"erasure": erasure.id.hex(), "received_by": [p.club.hex() for p in reached]}
     lines = [
         f"erased the payload of {event.id.hex()} (seq {h.seq}) here, and posted erasure "
         f"{erasure.id.hex()[:12]} (seq {erasure.header.seq}) that every node holding it honours",
@@ -411,7 +455,7 @@ async def cmd_erase(args: argparse.Namespace) -> Output:
     else:
         names = ", ".join(p.name for p in reached)
         lines.append(
-            f"at least {len(reached)} club(s) had received the payload from this node"
+            f"at least {plural(len(reached), 'club')} had received the payload from this node"
             + (f" ({names})" if names else "")
             + "; they drop it when they next sync, and pass the erasure on"
             + (
@@ -427,57 +471,31 @@ def add_export_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--log", help="only this log (name or id prefix)")
     c.add_argument("--audience", help="only logs with this audience")
     c.add_argument("-o", "--output", help="file to write (default: standard output)")
+    safety.add_export_sealing_arguments(c)
 
 
 async def cmd_export(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
         logs = await _select_logs(node, args.log)
         if args.audience:
-            audience = parse_audience(args.audience)
+            audience = await naming.parse_audience(node, args.audience)  # names too
             logs = [r for r in logs if r.audience == audience]
-        total = sum(r.head.seq for r in logs if r.head)
-        with progress(total, "export") as advance:
-            if args.output and args.output != "-":
-                try:
-                    out = open(args.output, "xb")  # noqa: SIM115 - closed below
-                except FileExistsError:
-                    raise UsageError(
-                        f"{args.output} already exists and export never overwrites; "
-                        "choose another --output"
-                    ) from None
-                except OSError as exc:
-                    raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
-                with out:
-                    count = await archive.export(node.store, out, logs, advance)
-            else:
-                count = await archive.export(node.store, sys.stdout.buffer, logs, advance)
-    where = args.output or "standard output"
-    say(f"exported {count} events in {len(logs)} logs to {where}", file=sys.stderr)
-    return Output({"events": count, "logs": len(logs)}, [])
+        # protocol.md §8: an export holding any non-public log is sealed (age).
+        return await safety.export(node, logs, args)
 
 
 def add_import_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("file", metavar="FILE", help="the export file, or - for standard input")
+    c.add_argument(
+        "--identity", metavar="FILE", help="age identity file, for an export sealed with --to"
+    )
 
 
 async def cmd_import(args: argparse.Namespace) -> Output:
     async with await Node.open(Path(args.node)) as node:
-        if args.file == "-":
-            report = await archive.import_lines(
-                node.store, node.genesis, sys.stdin.buffer, node.clock()
-            )
-        else:
-            try:
-                size = os.path.getsize(args.file)
-                stream = open(args.file, "rb")  # noqa: SIM115 - closed below
-            except OSError as exc:
-                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-            with stream, progress(size // 600, "import") as advance:
-                report = await archive.import_lines(
-                    node.store, node.genesis, stream, node.clock(), advance
-                )
+        report = await safety.import_file(node, args)
     lines = [
-        f"imported {report.added} new events ({report.already} already held)"
-        + (f"; {report.forks} fork(s) kept as evidence" if report.forks else "")
+        f"imported {plural(report.added, 'new event')} ({report.already} already held)"
+        + (f"; {plural(report.forks, 'fork')} kept as evidence" if report.forks else "")
     ]
     return Output(msgspec.structs.asdict(report), lines)

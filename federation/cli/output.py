@@ -14,19 +14,36 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import sys
 import unicodedata
 from collections.abc import Iterator
-from typing import Any, TextIO
 
-import msgspec
-from tqdm import tqdm
+# Not `from typing import TYPE_CHECKING`: see Output (type checkers honour this).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import zoneinfo
+    from typing import Any, TextIO
+
+    from tqdm import tqdm
 
 
-class Output(msgspec.Struct):
-    data: Any
-    lines: list[str]
-    exit_code: int = 0
+class Output:
+    """What a command returns. A plain class, and msgspec imported only to print JSON:
+    `post` through the running node imports this module and must start in a few
+    milliseconds (cli/post.py); dataclasses and msgspec cost tens."""
+
+    __slots__ = ("data", "errors", "exit_code", "lines")
+
+    def __init__(
+        self, data: Any, lines: list[str], exit_code: int = 0, errors: list[str] | None = None
+    ) -> None:
+        self.data = data
+        self.lines = lines
+        self.exit_code = exit_code
+        # What failed (on standard error, as `write_error` prints an error), beside the
+        # result: `sync` reports each peer, and the peers it could not reach here.
+        self.errors = errors or []
 
 
 # --- text that is safe to display -----------------------------------------------------
@@ -74,31 +91,89 @@ def say(line: str, file: TextIO | None = None, *, flush: bool = False) -> None:
 def write(result: Output, as_json: bool) -> None:
     """Print a command's result: its data as JSON for scripts, or its lines for people."""
     if as_json:
+        import msgspec  # only here: see Output
+
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(result.data)) + b"\n")
     else:
         for line in result.lines:
             say(line)
     sys.stdout.flush()
+    if result.errors:
+        write_error("; ".join(result.errors), result.exit_code or 1, as_json)
+
+
+def write_error(message: str, code: int, as_json: bool) -> None:
+    """An error, on standard error: one line for people ("federation: error: ..."), or
+    under --json one JSON object, {"error": message, "code": exit status}. The message
+    may quote other clubs' text: escaped for a terminal, or by the JSON encoder."""
+    if as_json:
+        import json  # only here: see Output
+
+        line = json.dumps({"error": message, "code": code})
+    else:
+        line = f"federation: error: {message}"
+    say(line, file=sys.stderr, flush=True)
 
 
 # --- time -------------------------------------------------------------------------------
 
 
 def format_time(time_us: int) -> str:
-    """An event time (microseconds since the epoch) as UTC to the second."""
+    """An event time (microseconds since the epoch) as UTC to the second: for JSON."""
     return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _reader_zone() -> zoneinfo.ZoneInfo | None:
+    """The reader's zone when `TZ` names one (Europe/Berlin); None: the machine's local
+    zone, which the C library reads (from `TZ` too when it is a rule such as CET-1CEST)."""
+    name = os.environ.get("TZ", "").removeprefix(":")
+    if not name:
+        return None
+    import zoneinfo  # only here: a short command that shows no time need not load it
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_time(when: dt.datetime | int) -> dt.datetime:
+    """`when` (an aware datetime, or microseconds since the epoch) in the reader's zone."""
+    if isinstance(when, int):
+        when = dt.datetime.fromtimestamp(when / 1e6, dt.UTC)
+    elif when.tzinfo is None:  # another club's time with no zone: read as UTC, as views do
+        when = when.replace(tzinfo=dt.UTC)
+    zone = _reader_zone()
+    return when.astimezone(zone) if zone is not None else when.astimezone()
+
+
+def format_when(when: dt.datetime | int) -> str:
+    """A time for people, in the reader's zone with its label: "2026-12-03 18:00 CET"."""
+    moved = local_time(when)
+    return f"{moved:%Y-%m-%d %H:%M} {moved.tzname() or moved.strftime('%z')}"
+
+
 def format_ago(now_us: int, then_us: int) -> str:
-    """How long ago `then_us` was, for people: seconds, minutes, or else the date."""
+    """How long ago `then_us` was, for people: "12 s ago", "5 min ago", "3 h ago", and
+    after two days the time itself (`format_when`)."""
     if not then_us:
         return "never"
     seconds = max(0, (now_us - then_us) // 1_000_000)
     if seconds < 120:
-        return f"{seconds}s ago"
+        return f"{seconds} s ago"
     if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return dt.datetime.fromtimestamp(then_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h ago"
+    return format_when(then_us)
+
+
+# --- words ------------------------------------------------------------------------------
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """A count and its noun: "1 event", "2 events", "0 events" (`words`: irregular)."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 # --- progress ---------------------------------------------------------------------------
@@ -127,6 +202,8 @@ def progress(total: int | None, what: str) -> Iterator[Progress]:
     """A progress bar on stderr for long work (total None: of unknown length), shown
     only to a person at a terminal, and only when the work is long enough to need it.
     `what` may name a peer, so it is made safe to display like any line."""
+    from tqdm import tqdm  # only here: importing it costs a short command's start-up
+
     quiet = not sys.stderr.isatty() or (total is not None and total < PROGRESS_MIN_EVENTS)
     with tqdm(
         total=total,

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 
-from federation.cli.output import Output, format_ago, progress, say
+from federation.cli import runlog, stop
+from federation.cli.names import Labels
+from federation.cli.output import Output, format_ago, plural, progress
+from federation.cli.table import Column, table, terminal_width, wrap
+from federation.core.config import Config
 from federation.errors import FederationError, UsageError
-from federation.node import peering
+from federation.node import control, delivery, lock, peering
 from federation.node.follow import status_after, sync_round, with_error
-from federation.node.node import Node
+from federation.node.keyfile import needs_passphrase, read_key_file
+from federation.node.node import Node, NodePaths, load_config, read_passphrase
 from federation.node.runtime import Runtime
 from federation.service import open_service
 from federation.store.base import PeerRecord
 from federation.web.client import PeerClient
+
+_log = logging.getLogger(__name__)
 
 
 def peer_json(peer: PeerRecord) -> dict[str, Any]:
@@ -43,22 +49,46 @@ def peer_json(peer: PeerRecord) -> dict[str, Any]:
     }
 
 
-def peer_lines(peer_list: list[PeerRecord], now_us: int) -> list[str]:
-    lines = []
-    for p in peer_list:
-        s = p.status
-        contact = format_ago(now_us, s.last_contact_us)
-        lines.append(
-            f"  {p.name:24} {p.club.hex()[:12]}  {p.state:6}  contact {contact}"
-            f", synced {format_ago(now_us, s.last_sync_us)}, {s.logs} logs, behind {s.behind}, "
-            f"received {s.received}"
+def peer_lines(peer_list: list[PeerRecord], now_us: int, known: Labels | None = None) -> list[str]:
+    """Each peer's sync status for people (DESIGN principle 12): a table indented under
+    "peers:", a peer's last error and quota warning wrapped beneath its row."""
+    if not peer_list:
+        return ["  no peers: add one with `federation peers add INVITE`"]
+    known = known or Labels({p.club: p.name for p in peer_list})
+    total = terminal_width()
+    columns = [
+        Column("PEER", least=12),
+        Column("STATE", least=None),
+        Column("CONTACT", least=None),
+        Column("SYNCED", least=None),
+        Column("LOGS", least=None, right=True),
+        Column("BEHIND", least=None, right=True),
+        Column("RECEIVED", least=None, right=True),
+    ]
+    rows = [
+        (
+            known(p.club),
+            p.state,
+            format_ago(now_us, p.status.last_contact_us),
+            format_ago(now_us, p.status.last_sync_us),
+            p.status.logs,
+            p.status.behind,
+            p.status.received,
         )
+        for p in peer_list
+    ]
+    header, *body = table(columns, rows, total - 2)
+    lines = ["  " + header]
+    for p, row in zip(peer_list, body, strict=True):
+        lines.append("  " + row)
+        s = p.status
         if s.last_error and s.last_error_us >= s.last_contact_us:
-            lines.append(f"    last error ({format_ago(now_us, s.last_error_us)}): {s.last_error}")
+            ago = format_ago(now_us, s.last_error_us)
+            lines += wrap(f"last error ({ago}): {s.last_error}", total, "    ")
         if s.quota_warning:
             ago = format_ago(now_us, s.quota_warning_us)
-            lines.append(f"    over a quota ({ago}): {s.quota_warning}")
-    return lines or ["  no peers: add one with `federation peers add INVITE`"]
+            lines += wrap(f"over a quota ({ago}): {s.quota_warning}", total, "    ")
+    return lines
 
 
 def add_invite_arguments(c: argparse.ArgumentParser) -> None:
@@ -93,25 +123,29 @@ def add_peers_arguments(c: argparse.ArgumentParser) -> None:
         a.add_argument("peer", metavar="PEER", help="the peer's name or club id prefix")
 
 
+async def _change_peer(root: Path, request: dict[str, object]) -> PeerRecord:
+    """A change to the peers, done by the running node when there is one."""
+    return msgspec.json.decode(await control.write(root, request), type=PeerRecord)
+
+
 async def cmd_peers(args: argparse.Namespace) -> Output:
-    async with await Node.open(Path(args.node)) as node:
-        action = args.peers_command
-        if action == "add":
-            peer = await peering.add(node, args.invite)
-            return Output(
-                peer_json(peer), [f"added peer {peer.name} ({peer.club.hex()}) at {peer.url}"]
-            )
-        if action in ("pause", "resume"):
-            peer = await peering.set_state(
-                node, args.peer, "paused" if action == "pause" else "active"
-            )
-            return Output(peer_json(peer), [f"{peer.name} is now {peer.state}"])
-        if action == "remove":
-            peer = await peering.remove(node, args.peer)
-            return Output(
-                peer_json(peer),
-                [f"removed peer {peer.name}; it no longer receives federation logs"],
-            )
+    action, root = args.peers_command, Path(args.node)
+    if action == "add":
+        peer = await _change_peer(root, {"op": "peers-add", "invite": args.invite})
+        return Output(
+            peer_json(peer), [f"added peer {peer.name} ({peer.club.hex()}) at {peer.url}"]
+        )
+    if action in ("pause", "resume"):
+        state = "paused" if action == "pause" else "active"
+        peer = await _change_peer(root, {"op": "peers-state", "peer": args.peer, "state": state})
+        return Output(peer_json(peer), [f"{peer.name} is now {peer.state}"])
+    if action == "remove":
+        peer = await _change_peer(root, {"op": "peers-remove", "peer": args.peer})
+        return Output(
+            peer_json(peer),
+            [f"removed peer {peer.name}; it no longer receives federation logs"],
+        )
+    async with await Node.open(root) as node:
         peer_list = await node.store.peers()
         return Output(
             [peer_json(p) for p in peer_list], ["peers:", *peer_lines(peer_list, node.clock())]
@@ -137,14 +171,17 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
         async with aiohttp.ClientSession() as http:
             for peer in chosen:
                 results.append(await _sync_one(rt, http, peer))
-    lines = []
+    lines, errors = [], []
     for r in results:
-        if "error" in r:
-            lines.append(f"{r['peer']}: error: {r['error']}")
+        if "error" in r:  # on stderr with the others (cli/output.write_error)
+            errors.append(f"{r['peer']}: {r['error']}")
             continue
-        line = f"{r['peer']}: received {r['added']} events ({r['logs']} logs); behind {r['behind']}"
+        line = (
+            f"{r['peer']}: received {plural(r['added'], 'event')} "
+            f"({plural(r['logs'], 'log')}); behind {r['behind']}"
+        )
         if r["forks"]:
-            line += f"; {r['forks']} FORK(S) kept as evidence, logs frozen"
+            line += f"; {plural(r['forks'], 'FORK', 'FORKS')} kept as evidence, logs frozen"
         if r["warnings"]:
             line += "; " + "; ".join(r["warnings"])
         if not r["complete"]:
@@ -153,7 +190,7 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
     # A round that did not complete (the peer holds more than we took) is a failure
     # too: a script must be able to tell whether it is caught up.
     failed = any("error" in r or not r["complete"] for r in results)
-    return Output(results, lines, exit_code=1 if failed else 0)
+    return Output(results, lines, exit_code=1 if failed else 0, errors=errors)
 
 
 async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) -> dict[str, Any]:
@@ -166,6 +203,7 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
             )
     except FederationError as exc:
         await rt.store.set_peer_status(peer.club, with_error(status, exc, rt.clock()))
+        await delivery.note_error(rt.store, peer, exc, rt.clock())
         return {"peer": peer.name, "error": str(exc)}
     await rt.store.set_peer_status(peer.club, status_after(status, result, rt.clock()))
     return {
@@ -179,24 +217,80 @@ async def _sync_one(rt: Runtime, http: aiohttp.ClientSession, peer: PeerRecord) 
     }
 
 
-async def cmd_run(args: argparse.Namespace) -> Output:
-    async with await Node.open(Path(args.node)) as node, open_service(node) as service:
+def add_run_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=runlog.LEVELS,
+        default=runlog.DEFAULT_LEVEL,
+        help=f"the least level logged on stderr (default: {runlog.DEFAULT_LEVEL})",
+    )
+    c.add_argument(
+        "--log-json", action="store_true", help="log one JSON object a line, for a log collector"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> Output:
+    """Serve peers and follow them until Ctrl-C or SIGTERM (cli/stop.py: how a stop
+    works, and why the passphrase is read before the event loop starts)."""
+    stopping = stop.catch()
+    runlog.configure(args.log_level, as_json=args.log_json)
+    if stopping.requested:  # while the modules loaded
+        return Output({}, [], exit_code=stop.report_stopped())
+    root = Path(args.node)
+    try:
+        paths = NodePaths(root)
+        config = load_config(paths)  # "no node at ..." comes first
+        with lock.hold(root):  # refused while another process runs this node
+            with stopping.interruptible():  # Ctrl-C at the prompt
+                passphrase = _passphrase(config, paths)
+            asyncio.run(_serve(root, passphrase, stopping))
+    except stop.Stopped:
+        pass  # asked to stop before the event loop ran: the node was never opened
+    except FederationError as exc:
+        # In the log's own form (a log collector reads JSON lines): one line, exit 1 or 2.
+        _log.error("%s", exc)
+        if not stopping.requested:
+            return Output({}, [], exit_code=exc.exit_code)
+    if stopping.requested:
+        stop.report_stopped()
+    return Output({}, [])
+
+
+def _passphrase(config: Config, paths: NodePaths) -> bytes | None:
+    """The passphrase, if the key file needs one: asked for here, before the event loop,
+    where Ctrl-C at the prompt interrupts it (inside the loop a stop only sets an event,
+    and a prompt blocking the loop would never see it)."""
+    key_path = paths.resolve(config.key.file)
+    if not needs_passphrase(read_key_file(key_path), str(key_path)):
+        return None
+    return read_passphrase(config, paths)
+
+
+async def _serve(root: Path, passphrase: bytes | None, stopping: stop.Stop) -> None:
+    # From here a stop signal only sets `stopped`: the node finishes opening (a second
+    # or so), then Service.serve returns and everything closes in order.
+    async with stopping.deferred() as stopped:
+        if stopped.is_set():
+            return  # asked to stop while the modules loaded: open nothing
+        async with await Node.open(root, passphrase=passphrase) as node:
+            if stopped.is_set():
+                return  # stopped while opening: bind nothing
+            await _serve_node(node, stopped)
+
+
+async def _serve_node(node: Node, stopped: asyncio.Event) -> None:
+    async with open_service(node) as service:
         scheme = "http" if node.config.node.plain_http else "https"
-        say(
-            f"federation: {node.config.club.name} serving on {scheme}://"
-            f"{node.config.node.listen.rpartition(':')[0]}:{service.port}; "
-            f"following {len(service.rt.active_peers())} peers (Ctrl-C stops)",
-            file=sys.stderr,
-            flush=True,
+        _log.info(
+            "%s serving on %s://%s:%d; following %s (Ctrl-C stops)",
+            node.config.club.name,
+            scheme,
+            node.config.node.listen.rpartition(":")[0],
+            service.port,
+            plural(len(service.rt.active_peers()), "peer"),
         )
         if service.feed is not None and node.config.feed is not None:
             host = node.config.feed.listen.rpartition(":")[0]
-            say(f"federation: public feed on http://{host}:{service.feed.port}/", file=sys.stderr)
-        # A service manager stops the node with SIGTERM: stop as cleanly as on Ctrl-C.
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await service.follow_peers()
-    say("federation: stopped", file=sys.stderr, flush=True)
-    return Output({}, [])
+            _log.info("public feed on http://%s:%d/", host, service.feed.port)
+        await service.serve(stopped)

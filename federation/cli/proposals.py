@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
-from federation.cli.output import Output, format_time
+from federation.cli.names import SHORT_HEX, Labels, known_labels
+from federation.cli.output import Output, format_when, plural
+from federation.cli.table import Column, fit, table, terminal_width
+from federation.core.naming import full_id
 from federation.errors import FederationError, UsageError
-from federation.node import proposals
+from federation.node import control, proposals
 from federation.node.node import Node
 from federation.views.agreement import MAX_RECORD_BYTES, check_record
 from federation.views.proposals import Outcome
@@ -102,73 +106,113 @@ def _version_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _time(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a date-time; use e.g. 2026-12-20T18:00Z") from None
-    if t.tzinfo is None:
-        raise UsageError(f"{text!r} needs a time zone, e.g. 2026-12-20T18:00Z")
-    return t
+def _club_of(known: Labels) -> Callable[[str], str]:
+    """A club named in a proposal (64 hex digits) as people know it; other text as is."""
+
+    def club(text: str) -> str:
+        whole = full_id(text)
+        return known(whole) if whole is not None and len(text) == 64 else text
+
+    return club
 
 
-async def _changes(node: Node, args: argparse.Namespace) -> dict[str, object]:
-    asks: dict[str, str] = {}
-    for item in args.ask:
-        who, sep, text = item.partition("=")
-        if not sep:
-            raise UsageError(f"--ask {item!r}: use CLUB=TEXT or *=TEXT")
-        key = "*" if who == "*" else (await proposals.resolve_club(node, who)).hex()
-        asks[key] = text
-    actions: list[dict[str, object]] = []
-    for item in args.actions:
-        parts = item.split("@")
-        if len(parts) != 3:
-            raise UsageError(f"--action {item!r}: use WHAT@WHERE@STARTS")
-        actions.append({"what": parts[0], "where": parts[1], "starts": _time(parts[2])})
-    return {
-        "aims": args.aims,
-        "asks": asks or None,
-        "actions": actions or None,
-        "title": getattr(args, "title", None),
-        "deadline": _time(args.deadline) if getattr(args, "deadline", None) else None,
-    }
-
-
-def _lines(o: Outcome, delivery: dict[str, dict[str, object]] | None = None) -> list[str]:
+def _lines(
+    o: Outcome, known: Labels, delivery: dict[str, dict[str, object]] | None = None
+) -> list[str]:
+    """`proposal show` for people: clubs by name, times in the reader's zone."""
+    club = _club_of(known)
     v = o.version
     lines = [
-        f"proposal {o.proposal}  {o.state}",
-        f"  {v.title}  (version {v.id[:12]} by {v.author[:12]}, {len(o.versions)} version(s))",
-        f"  rule {o.rule}; deadline {format_time(v.deadline_us)}; proposer {o.proposer[:12]}",
+        f"proposal {o.proposal[:SHORT_HEX]}  {o.state}",
+        f"  {v.title}",
+        f"  version {v.id[:SHORT_HEX]} by {club(v.author)}; "
+        f"{plural(len(o.versions), 'version')} in all",
+        f"  rule {o.rule}; deadline {format_when(v.deadline_us)}; proposer {club(o.proposer)}",
     ]
     if v.aims:
         lines.append(f"  aims: {v.aims}")
-    lines += [f"  asks {k[:12]}: {t}" for k, t in v.asks.items()]
-    lines += [f"  action: {a['what']} @ {a['where'] or '?'} on {a['starts']}" for a in v.actions]
-    lines += [f"  accepted by {c[:12]}: {a.text}" for c, a in o.accepted.items()]
-    lines += [f"  declined by {c[:12]}: {a.text}" for c, a in o.declined.items()]
+    lines += [f"  asks {'every club' if k == '*' else club(k)}: {t}" for k, t in v.asks.items()]
+    lines += [
+        f"  action: {a['what']} @ {a['where'] or '?'}, {_when(a['starts'])}" for a in v.actions
+    ]
+    lines += [f"  accepted by {club(c)}: {a.text}" for c, a in o.accepted.items()]
+    lines += [f"  declined by {club(c)}: {a.text}" for c, a in o.declined.items()]
     if o.missing:
-        lines.append(
-            f"  still needed: {', '.join(m[:12] if ' ' not in m else m for m in o.missing)}"
-        )
+        lines.append(f"  still needed: {', '.join(club(m) for m in o.missing)}")
     if o.unknown:
-        lines.append(f"  undecided here: {len(o.unknown)} step(s) held without payload; sync")
-    lines += [f"  ignored {i.event[:12]} from {i.club[:12]}: {i.reason}" for i in o.ignored]
-    for club, d in (delivery or {}).items():
+        lines.append(
+            f"  undecided here: {plural(len(o.unknown), 'step')} held without payload; sync"
+        )
+    lines += [f"  ignored {i.event[:SHORT_HEX]} from {club(i.club)}: {i.reason}" for i in o.ignored]
+    for to, d in (delivery or {}).items():
         versions = d["versions"]
         assert isinstance(versions, dict)
-        seen = ", ".join(f"{k[:12]} {s}" for k, s in versions.items())
+        seen = ", ".join(f"{k[:SHORT_HEX]} {s}" for k, s in versions.items())
         note = "  (NO ROUTE: no peer of ours lists this club)" if d["route"] == "none" else ""
-        lines.append(f"  delivery to {club[:12]} ({d['route']}): {seen}{note}")
-    return lines
+        lines.append(f"  delivery to {club(to)} ({d['route']}): {seen}{note}")
+    return fit(lines, terminal_width())
+
+
+def _when(value: object) -> str:
+    """A planned action's start (a datetime, or its ISO text) in the reader's zone."""
+    when = value
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(when, dt.datetime) and when.tzinfo is not None:
+        return format_when(when)
+    return str(value)
+
+
+def _list_lines(found: list[Outcome], known: Labels) -> list[str]:
+    """`proposal list` for people: a table, the proposer by name."""
+    if not found:
+        return ["no proposals"]
+    club = _club_of(known)
+    columns = [
+        Column("ID", least=None),
+        Column("STATE", least=None),
+        Column("TITLE", least=12, weight=2),
+        Column("FROM", least=10),
+    ]
+    rows = [(o.proposal[:SHORT_HEX], o.state, o.version.title, club(o.proposer)) for o in found]
+    return table(columns, rows, terminal_width())
 
 
 async def cmd_proposal(args: argparse.Namespace) -> Output:
     if args.action == "verify":
         return _verify(Path(args.file))
+    if args.action not in _READS:  # it signs: done by the running node if there is one
+        return await _sign(args)
     async with await Node.open(Path(args.node)) as node:
         return await _on_node(node, args)
+
+
+async def _sign(args: argparse.Namespace) -> Output:
+    """A proposal action that signs, as a control request (node/control.py
+    `ProposalStep`, where the options are read and the rules applied)."""
+    a = args.action
+    request: dict[str, object] = {"op": "proposal", "action": a}
+    for name in ("proposal", "title", "to", "deadline", "at_least", "aims", "ask", "actions"):
+        if getattr(args, name, None) is not None:
+            request[name] = getattr(args, name)
+    if a in ("accept", "decline", "retract", "withdraw", "update"):
+        request["text"] = args.text
+    if a == "feed":
+        request["shown"] = args.choice == "show"
+    if a == "update":
+        request["public"] = args.public
+    done = await control.write(Path(args.node), request)
+    if a == "feed":
+        return _feed(msgspec.json.decode(done, type=proposals.FeedChoice))
+    eid = msgspec.json.decode(done, type=control.Signed).event
+    if a == "new":
+        return Output({"proposal": eid.hex()}, [f"proposed: {eid.hex()}"])
+    if a == "amend":
+        return Output({"version": eid.hex()}, [f"amended: new version {eid.hex()}"])
+    return Output({"event": eid.hex()}, [f"{a}: signed {eid.hex()}"])
 
 
 def _verify(path: Path) -> Output:
@@ -192,7 +236,7 @@ def _feed(choice: proposals.FeedChoice) -> Output:
     ]
     if choice.erased:
         lines.append(
-            f"erased {len(choice.erased)} public step(s) of it everywhere they went "
+            f"erased {plural(len(choice.erased), 'public step')} of it everywhere they went "
             "(protocol.md §3.5); anyone may have read or kept a copy before"
         )
     if not choice.published and not choice.erased:
@@ -211,46 +255,15 @@ async def _on_node(node: Node, args: argparse.Namespace) -> Output:
     a = args.action
     if a == "list":
         found = await proposals.outcomes(node)
-        lines = [
-            f"{o.proposal[:12]}  {o.state:9} {o.version.title}  (from {o.proposer[:12]})"
-            for o in found
-        ] or ["no proposals"]
+        lines = _list_lines(found, await known_labels(node))
         return Output([msgspec.to_builtins(o) for o in found], lines)
     if a == "show":
         o = await proposals.find(node, args.proposal)
         d = await proposals.delivery(node, o) if node.club.hex() == o.proposer else None
-        return Output({**msgspec.to_builtins(o), "delivery": d}, _lines(o, d))
+        known = await known_labels(node)
+        return Output({**msgspec.to_builtins(o), "delivery": d}, _lines(o, known, d))
     if a == "export":
         data = await proposals.export(node, args.proposal)
         _write(Path(args.output), data)
         return Output({"file": args.output, "bytes": len(data)}, [f"wrote {args.output}"])
-    if a == "new":
-        invited = [await proposals.resolve_club(node, ref) for ref in args.to]
-        changes = await _changes(node, args)
-        rule = "all" if args.at_least is None else f"at_least:{args.at_least}"
-        eid = await proposals.propose(
-            node,
-            title=args.title,
-            invited=invited,
-            deadline=_time(args.deadline),
-            rule=rule,
-            aims=str(changes["aims"] or ""),
-            asks=changes["asks"],  # type: ignore[arg-type]
-            actions=changes["actions"],  # type: ignore[arg-type]
-        )
-        return Output({"proposal": eid.hex()}, [f"proposed: {eid.hex()}"])
-    if a == "amend":
-        eid = await proposals.amend(node, args.proposal, await _changes(node, args))
-        return Output({"version": eid.hex()}, [f"amended: new version {eid.hex()}"])
-    if a in ("accept", "decline", "retract"):
-        op = {"accept": "accepted", "decline": "declined", "retract": "retracted"}[a]
-        eid = await proposals.answer(node, args.proposal, op, args.text)
-    elif a == "withdraw":
-        eid = await proposals.withdraw(node, args.proposal)
-    elif a == "feed":
-        return _feed(await proposals.choose_feed(node, args.proposal, shown=args.choice == "show"))
-    elif a == "update":
-        eid = await proposals.post_update(node, args.proposal, args.text, public=args.public)
-    else:  # pragma: no cover - argparse allows nothing else
-        raise FederationError(f"unknown action {a}")
-    return Output({"event": eid.hex()}, [f"{a}: signed {eid.hex()}"])
+    raise FederationError(f"unknown action {a}")  # pragma: no cover - argparse allows no other

@@ -30,7 +30,15 @@ CLUB_TAG = b"federation/club\x00"
 LOG_TAG = b"federation/log\x00\x00"
 REQUEST_TAG = b"federation/reqst"
 INVITE_TAG = b"federation/invit"
-assert all(len(t) == 16 for t in (EVENT_TAG, CLUB_TAG, LOG_TAG, REQUEST_TAG, INVITE_TAG))
+# A key event's sealed cut entries (protocol.md §2.2): the tag that finds an entry and
+# the key that opens it, each derived from a log's id and first event, so only a
+# holder of that log can find or read its entry.
+CUT_ID_TAG = b"federation/cutid"
+CUT_KEY_TAG = b"federation/cutky"
+assert all(
+    len(t) == 16
+    for t in (EVENT_TAG, CLUB_TAG, LOG_TAG, REQUEST_TAG, INVITE_TAG, CUT_ID_TAG, CUT_KEY_TAG)
+)
 
 # A payload larger than this is refused before it is hashed or stored: a monthly
 # report or a campaign text is a few KiB; 64 KiB bounds the memory of one batch.
@@ -62,6 +70,11 @@ class Kind(IntEnum):
     # withdrawal, or a participant's feed choice (protocol.md §3.7). Travels in a log
     # whose audience names exactly the proposer and the invited clubs.
     PROPOSAL = 7
+    # A hand-over of the club's signing key: a rotation signed by the key in force, or
+    # a revocation signed by the recovery key, each with the cut that ends the old
+    # key's window (protocol.md §2.2). Counts only in the club's log named "keys" with
+    # audience "public".
+    KEY = 8
 
 
 # --- event header (protocol.md §3.1) -------------------------------------------------

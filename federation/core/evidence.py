@@ -11,13 +11,21 @@ principle 1); the readable `header` is a courtesy and is checked against them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import msgspec
 
 from federation.core import canonical
-from federation.core.canonical import Kind
+from federation.core.canonical import Genesis, Kind
 from federation.core.events import VerifiedEvent, verify_event
-from federation.core.keys import KeyAuthority
+from federation.core.keys import (
+    KeyAuthority,
+    KeyHistory,
+    check_key_event,
+    first_outside,
+    key_log_id,
+    with_event,
+)
 from federation.core.log import format_audience
 from federation.errors import InvalidEventError
 
@@ -39,8 +47,17 @@ class EvidenceHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: str
 
 
-class Evidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A signed event and what verifies it: `/events/{id}` in the feed's OpenAPI."""
+class EvidenceKeyEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One of the club's key events (protocol.md §2.2), exactly as signed."""
+
+    signed: bytes
+    payload: bytes
+
+
+class Evidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A signed event and what verifies it: `/events/{id}` in the feed's OpenAPI.
+    A club that has changed its key adds its key events (`keys`, in key-log order) and
+    the id of the log's event 1 (`first`), which open the cuts (§2.2)."""
 
     id: str
     audience: str
@@ -49,6 +66,23 @@ class Evidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     payload: bytes | None  # None: erased, the header still commits to it (§3.5)
     genesis: bytes  # the club's genesis record (§2.1)
     descriptor: bytes  # the log's descriptor (§3.3)
+    keys: tuple[EvidenceKeyEvent, ...] = ()
+    first: bytes | None = None
+
+
+def _history(doc: Evidence, genesis: Genesis, club: bytes) -> KeyHistory:
+    """The club's epochs from the key events the document carries, each checked on
+    its own and by the rule of §2.2, in key-log order from seq 1."""
+    history = KeyHistory.of(genesis)
+    head = canonical.ZERO_HASH
+    for n, carried in enumerate(doc.keys, start=1):
+        e = verify_event(carried.signed, carried.payload, lambda c, k: c == club)
+        h = e.header
+        if h.club != club or h.log != key_log_id(club) or h.seq != n or h.prev != head:
+            raise InvalidEventError("the key events carried are not the club's keys log")
+        history = with_event(history, check_key_event(history, h, e.payload), e.id, h.time_us)
+        head = e.id
+    return history
 
 
 def kind_name(kind: int) -> str:
@@ -64,7 +98,15 @@ def time_of(time_us: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-def evidence_of(event: VerifiedEvent, genesis: bytes, descriptor: bytes) -> Evidence:
+def evidence_of(
+    event: VerifiedEvent,
+    genesis: bytes,
+    descriptor: bytes,
+    keys: Sequence[tuple[bytes, bytes]] = (),
+    first: bytes | None = None,
+) -> Evidence:
+    """`keys`: the club's key events (signed header, payload), if it has any; `first`:
+    then the id of the log's event 1."""
     h = event.header
     return Evidence(
         id=event.id.hex(),
@@ -84,6 +126,8 @@ def evidence_of(event: VerifiedEvent, genesis: bytes, descriptor: bytes) -> Evid
         payload=event.payload,
         genesis=genesis,
         descriptor=descriptor,
+        keys=tuple(EvidenceKeyEvent(s, p) for s, p in keys),
+        first=first if keys else None,
     )
 
 
@@ -118,9 +162,21 @@ def check_evidence(doc: Evidence) -> VerifiedEvent:
         raise InvalidEventError("the log descriptor does not give the event's log id")
     if doc.audience != format_audience(descriptor.audience):
         raise InvalidEventError("the audience shown is not the one the log descriptor holds")
-    event = verify_event(doc.signed, doc.payload, KeyAuthority({club: genesis}).may_sign)
+    history = _history(doc, genesis, club)
+    event = verify_event(
+        doc.signed, doc.payload, KeyAuthority({club: genesis}, {club: history}).may_sign
+    )
     if event.id.hex() != doc.id:
         raise InvalidEventError("the id shown is not the signed event's id")
+    if history.rotated:  # where in the log the key may sign (§2.2)
+        first = event.id if header.seq == 1 else doc.first
+        if first is None:
+            raise InvalidEventError(
+                "the club changed its key, and the log's first event id is missing"
+            )
+        outside = first_outside(history, header.log, first, [(header.seq, header.key, event.id)])
+        if outside is not None:
+            raise InvalidEventError(outside[1])
     if evidence_of(event, doc.genesis, doc.descriptor).header != doc.header:
         raise InvalidEventError("the readable header does not match the signed bytes")
     return event

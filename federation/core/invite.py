@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,21 +20,56 @@ import msgspec
 from federation.core import canonical
 from federation.core.config import is_loopback
 from federation.core.crypto import SigningKey, verify_signature
+from federation.core.events import KeyCheck, verify_event
+from federation.core.keys import KeyHistory, check_key_event, key_log_id, with_event
 from federation.errors import InvalidEventError, UsageError
 
 PREFIX = "fedinvite1:"
 
 
-class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class InviteKeyEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One of the club's key events (protocol.md §2.2), carried in its invite."""
+
+    signed: str  # the signed header, hex
+    payload: str  # its payload, hex
+
+
+class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     genesis: str
     name: str
     url: str
     fingerprint: str  # hex sha256 of the TLS certificate; "" for plain HTTP on loopback
     signature: str
+    # The club's key events, in order, when it has any: they show which key signs for
+    # it now, and so signs this invite (protocol.md §5.1, §2.2).
+    keys: tuple[InviteKeyEvent, ...] = ()
 
     @property
     def club(self) -> bytes:
         return canonical.club_id(bytes.fromhex(self.genesis))
+
+    def history(self) -> KeyHistory:
+        """The club's epochs as the invite shows them; raises InvalidEventError."""
+        genesis = canonical.decode_genesis(bytes.fromhex(self.genesis))
+        club, log = self.club, key_log_id(self.club)
+        history = KeyHistory.of(genesis)
+        head = canonical.ZERO_HASH
+        for n, carried in enumerate(self.keys, start=1):
+            event = verify_event(
+                bytes.fromhex(carried.signed), bytes.fromhex(carried.payload), _any_key_of(club)
+            )
+            h = event.header
+            if h.club != club or h.log != log or h.seq != n or h.prev != head:
+                raise InvalidEventError("the invite's key events are not the club's keys log")
+            epoch = check_key_event(history, h, event.payload)
+            history = with_event(history, epoch, event.id, h.time_us)
+            head = event.id
+        return history
+
+
+def _any_key_of(club: bytes) -> KeyCheck:
+    # Which key may sign a key event is check_key_event's rule (§2.2).
+    return lambda c, k: c == club
 
 
 def check_url(url: str, fingerprint: bytes) -> None:
@@ -55,11 +91,21 @@ def check_url(url: str, fingerprint: bytes) -> None:
         raise UsageError("an https invite needs the TLS certificate's sha256 fingerprint")
 
 
-def make_invite(key: SigningKey, genesis: bytes, name: str, url: str, fingerprint: bytes) -> str:
+def make_invite(
+    key: SigningKey,
+    genesis: bytes,
+    name: str,
+    url: str,
+    fingerprint: bytes,
+    keys: Sequence[tuple[bytes, bytes]] = (),
+) -> str:
+    """`keys`: the club's key events (signed header, payload), in order: `key` is then
+    the last one's new key (protocol.md §5.1)."""
     check_url(url, fingerprint)
     club = canonical.club_id(genesis)
     signature = key.sign(canonical.encode_invite(club, name, url, fingerprint))
-    invite = Invite(genesis.hex(), name, url, fingerprint.hex(), signature.hex())
+    carried = tuple(InviteKeyEvent(s.hex(), p.hex()) for s, p in keys)
+    invite = Invite(genesis.hex(), name, url, fingerprint.hex(), signature.hex(), carried)
     return PREFIX + base64.urlsafe_b64encode(msgspec.json.encode(invite)).decode().rstrip("=")
 
 
@@ -72,7 +118,7 @@ def read_invite(text: str) -> Invite:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         invite = msgspec.json.decode(raw, type=Invite)
-        genesis = canonical.decode_genesis(bytes.fromhex(invite.genesis))
+        signer = invite.history().current.key
         fingerprint = bytes.fromhex(invite.fingerprint)
         signature = bytes.fromhex(invite.signature)
         signed = canonical.encode_invite(invite.club, invite.name, invite.url, fingerprint)
@@ -84,7 +130,7 @@ def read_invite(text: str) -> Invite:
         InvalidEventError,
     ) as exc:
         raise UsageError(f"invite is damaged ({exc}); ask the club for it again") from None
-    if not verify_signature(genesis.key, signature, signed):
+    if not verify_signature(signer, signature, signed):
         raise UsageError("invite signature does not verify: it was altered; ask for it again")
     check_url(invite.url, fingerprint)
     return invite

@@ -114,7 +114,26 @@ class Proposal(msgspec.Struct, frozen=True):
     shown: bool | None = None
 
 
-Payload = Note | Action | Report | Campaign | Roster | Erasure | Proposal
+# A sealed cut entry (protocol.md §2.2): a 32-byte tag and 56 sealed bytes, in hex.
+CutEntry = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{176}$")]
+# Entries in one cut: a multiple of 8 (padded), within MAX_PAYLOAD_BYTES at ~180
+# bytes an entry; a club has tens of logs, not hundreds.
+MAX_CUT_ENTRIES = 320
+
+
+class KeyChange(msgspec.Struct, frozen=True):
+    """A hand-over of the club's signing key (protocol.md §2.2): `rotate` (signed by
+    the key in force) or `revoke` (signed by the recovery key); `key` the new signing
+    key, `revoked` the key it replaces (64 hex digits each), `cut` the sealed entries
+    saying where the replaced key's window ends in each log."""
+
+    action: Literal["rotate", "revoke"]
+    key: Hex64
+    revoked: Hex64
+    cut: Annotated[tuple[CutEntry, ...], msgspec.Meta(max_length=MAX_CUT_ENTRIES)] = ()
+
+
+Payload = Note | Action | Report | Campaign | Roster | Erasure | Proposal | KeyChange
 
 PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
     Kind.NOTE: Note,
@@ -124,6 +143,7 @@ PAYLOAD_TYPES: dict[Kind, type[Payload]] = {
     Kind.ROSTER: Roster,
     Kind.ERASURE: Erasure,
     Kind.PROPOSAL: Proposal,
+    Kind.KEY: KeyChange,
 }
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 
@@ -182,7 +202,8 @@ def read_payload(kind: int, payload: bytes) -> dict[str, object] | None:
 
 # Kinds whose payload no erasure may erase (protocol.md §3.5): a roster decides who
 # receives a club's logs, and an erasure must stay to be passed on with its log.
-UNERASABLE_KINDS = frozenset({Kind.ROSTER, Kind.ERASURE})
+# A key event decides who signs for the club (§2.2): it is never erased either.
+UNERASABLE_KINDS = frozenset({Kind.ROSTER, Kind.ERASURE, Kind.KEY})
 _erasure = msgspec.json.Decoder(Erasure)
 
 
@@ -230,6 +251,8 @@ def summary(kind: int, payload: bytes | None) -> str:
         line = f"erases #{f['seq']} ({str(f['event'])[:12]})"
     elif k is Kind.PROPOSAL:
         line = f"proposal {f['op']}: {f['title'] or str(f['proposal'] or '')[:12]}"
+    elif k is Kind.KEY:
+        line = f"key {f['action']}: {str(f['revoked'])[:12]} -> {str(f['key'])[:12]}"
     else:
         line = f"{f['op']} club {str(f['club'])[:12]} {f['name']}"
     text = re.sub(r"\s+", " ", str(line)).strip()

@@ -2,12 +2,22 @@
 
 Each node runs in a session of its own and logs to run.log in its node directory;
 `running` stops every node started within it, however the block ends (end, error,
-Ctrl-C, SIGTERM).
+Ctrl-C, SIGTERM). Three things make "however" true:
+
+- a node is registered before a signal can interrupt its start: SIGINT and SIGTERM
+  are blocked while it is spawned and recorded (the node unblocks them in itself);
+- while the nodes are being stopped, a second Ctrl-C or a SIGTERM is ignored, so it
+  cannot cut the stopping short and leave the rest running;
+- on Linux each node is told by the kernel (PR_SET_PDEATHSIG) to stop with SIGTERM
+  when the demo process ends, even when the demo ends in a way no Python code sees
+  (SIGKILL, SIGHUP from a closed terminal, a crash).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from federation.core.config import parse_listen
 from federation.demo.console import shown_path
@@ -33,6 +43,9 @@ SYNC_S = 10.0
 FIRST_SYNC_S = 15.0
 STOP_S = 5.0
 POLL_S = 0.1
+# The signals that stop the demo (demo/__init__.py turns SIGTERM into Ctrl-C's).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def port_free(host: str, port: int) -> bool:
@@ -81,6 +94,41 @@ def _sigint_handled() -> Iterator[None]:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked, not lost) until the block ends: a node being
+    started is recorded before a Ctrl-C can end the demo without it."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    except (AttributeError, ValueError):  # no such call here, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _child_setup() -> Callable[[], None]:
+    """Run in the node's process before `federation run` starts: unblock the signals
+    `_signals_held` blocked (a mask survives exec), and on Linux ask the kernel to send
+    the node SIGTERM when the demo ends, whichever way (see the module docstring)."""
+    parent = os.getpid()
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() != parent:  # the demo ended before prctl took effect
+                os._exit(1)
+
+    return setup
+
+
 class RunningNode:
     def __init__(self, name: str, node: Path, listen: str, log: IO[bytes]) -> None:
         self.name = name
@@ -98,6 +146,8 @@ class RunningNode:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 start_new_session=True,
+                # Async-signal-safe enough: two system calls, no locks, no imports.
+                preexec_fn=_child_setup(),
             )
 
     def last_line(self) -> str:
@@ -125,15 +175,28 @@ class Nodes:
         self._logs: list[IO[bytes]] = []
 
     def start(self, name: str, node: Path, listen: str) -> RunningNode:
-        log = (node / RUN_LOG).open("wb")
-        self._logs.append(log)
-        running = RunningNode(name, node, listen, log)
-        self.running.append(running)
+        with _signals_held():
+            log = (node / RUN_LOG).open("wb")
+            self._logs.append(log)
+            running = RunningNode(name, node, listen, log)
+            self.running.append(running)
         return running
 
     def check(self) -> None:
         for running in self.running:
             running.check()
+
+    def stop_node(self, name: str) -> None:
+        """Ctrl-C one node and wait for it (the seized laptop scene: demo/seizure.py)."""
+        for running in [r for r in self.running if r.name == name]:
+            if running.process.poll() is None:
+                running.process.send_signal(signal.SIGINT)
+                try:
+                    running.process.wait(STOP_S)
+                except subprocess.TimeoutExpired:
+                    running.process.kill()
+                    running.process.wait()
+            self.running.remove(running)
 
     def wait_listening(self, timeout_s: float = START_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -154,10 +217,12 @@ class Nodes:
 
     def stop(self) -> list[str]:
         """Ctrl-C each node (SIGINT), as a person would; insist if one does not stop."""
-        # A second Ctrl-C must not leave nodes running: ignore it until they are stopped.
-        restore = None
+        # A second Ctrl-C, or a SIGTERM (which the demo turns into one), must not cut
+        # this short and leave nodes running: both are ignored until they are stopped.
+        restore: dict[int, Any] = {}
         with contextlib.suppress(ValueError):  # not the main thread: nothing to protect
-            restore = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for number in STOP_SIGNALS:
+                restore[number] = signal.signal(number, signal.SIG_IGN)
         stopped = []
         try:
             live = [r for r in self.running if r.process.poll() is None]
@@ -178,8 +243,8 @@ class Nodes:
         finally:
             for log in self._logs:
                 log.close()
-            if restore is not None:
-                signal.signal(signal.SIGINT, restore)
+            for held, handler in restore.items():
+                signal.signal(held, handler)
         return stopped
 
 

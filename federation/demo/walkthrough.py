@@ -30,6 +30,7 @@ from federation.demo.console import (
 from federation.demo.feed import feed_address, feed_url, show_feed
 from federation.demo.processes import FIRST_SYNC_S, RUN_LOG, Nodes, check_ports, wait_until
 from federation.demo.proposal import show_proposal
+from federation.demo.seizure import RESTORED_DIR, recovery_options, show_seizure
 from federation.demo.spec import FEATURED, DemoSpec, Post, cast, describe, post_arguments
 from federation.errors import ConfigError, FederationError
 from federation.node.keyfile import PASSPHRASE_ENV
@@ -90,8 +91,10 @@ def walk(
     section(
         "1. Create a node for each club",
         "`init` makes the club's identity and its node directory: the signing key sealed "
-        "with the passphrase, a recovery key (to revoke a seized key; a real club moves it "
-        "off the machine), a TLS certificate for partner clubs to pin, and the store.",
+        "with the passphrase, a recovery secret shown once as words to write down (to "
+        "revoke a seized key; the demo writes it to a file beside each node, and splits "
+        "one club's among five members), a TLS certificate for partner clubs to pin, and "
+        "the store, encrypted.",
     )
     clubs: dict[str, str] = {}
     feed = feed_address(listens, featured)
@@ -106,6 +109,7 @@ def walk(
             "--listen",
             listens[name],
             *serve_feed,
+            *recovery_options(root, name, roles.origin),
         )
         clubs[name] = out.split(maxsplit=1)[0] if out.strip() else ""
         if not re.fullmatch(r"[0-9a-f]{64}", clubs[name]):
@@ -350,6 +354,7 @@ def walk(
         federation("--node", node[name], "campaigns")
     show_proposal(root, specs, clubs, roles, nodes, step=11)
     show_feed(feed, name_of[featured], step=12)
+    show_seizure(root, specs, clubs, roles, nodes, listens, step=13)
     nodes.check()
     return clubs
 
@@ -361,6 +366,10 @@ def keep_running(
     featured = FEATURED if FEATURED in specs else next(iter(specs))
     roles = cast(specs, featured)
     node = {name: quote(shown_path(root / name)) for name in specs}
+    # After the seized laptop scene the origin's node lives on its new machine.
+    restored = root / RESTORED_DIR.format(name=roles.origin)
+    if restored.exists():
+        node[roles.origin] = quote(shown_path(restored))
     section(
         "The federation is running: try it",
         "The nodes keep running until you press Ctrl-C here. In another terminal, in "

@@ -18,8 +18,9 @@ from __future__ import annotations
 import msgspec
 
 from federation.core.ids import short
+from federation.core.naming import full_id, resolve_club
 from federation.errors import UsageError
-from federation.node import projector
+from federation.node import naming, projector
 from federation.node.node import Node
 
 
@@ -33,31 +34,21 @@ class BlockedClub(msgspec.Struct, frozen=True):
     already: bool = False  # it was blocked before (block), or was not blocked (unblock)
 
 
-def _matches(club: bytes, ref: str) -> bool:
-    return len(ref) >= 4 and club.hex().startswith(ref.lower())
-
-
 async def find_club(node: Node, ref: str, *, blocked_only: bool = False) -> bytes:
-    """A club by a peer's name or a club id prefix (at least 4 hex digits), among the
-    clubs held, the peers and the blocked clubs; a full id names any club (one that
-    is to be refused before it arrives). `blocked_only`: among the blocked clubs."""
-    blocked = await node.store.blocked()
-    known = set(blocked) if blocked_only else {*await node.store.clubs(), *blocked}
-    matches = {club for club in known if _matches(club, ref)}
-    if not blocked_only:  # a peer is never blocked: its name is no use to unblock
-        matches |= {p.club for p in await node.store.peers() if p.name == ref}
-    if not matches and not blocked_only and len(ref) == 64:
-        try:
-            return bytes.fromhex(ref)
-        except ValueError:
-            pass
-    where = "blocked club" if blocked_only else "club"
-    see = "`federation blocked`" if blocked_only else "`federation status`"
-    if not matches:
-        raise UsageError(f"no {where} {ref!r}; see {see}")
-    if len(matches) > 1:
-        raise UsageError(f"{ref!r} names more than one {where}; give more of the club id")
-    return matches.pop()
+    """A club by name or id prefix (the one naming rule, node/naming.py), among the
+    clubs this node knows; a full id names any club (one that is to be refused before
+    it arrives). `blocked_only`: among the blocked clubs."""
+    known = await naming.known_clubs(node)
+    if blocked_only:
+        blocked = await node.store.blocked()
+        if not blocked:
+            raise UsageError(f"no blocked club {ref!r}: no club is blocked here")
+        known = [n for n in known if n.id in blocked]
+        return resolve_club(ref, known, what="blocked club")
+    whole = full_id(ref)
+    if whole is not None and whole not in {n.id for n in known}:
+        return whole
+    return resolve_club(ref, known)
 
 
 async def block(node: Node, ref: str) -> BlockedClub:

@@ -12,27 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 import msgspec
 
 from federation.core import canonical
-from federation.core.events import verify_event
+from federation.core.events import Head, verify_event
+from federation.core.selection import roster_log_id
 from federation.errors import (
     FederationError,
     ForkError,
     InvalidEventError,
     PeerUnavailableError,
 )
+from federation.node import delivery
 from federation.node.ingest import Ingest, open_ingest
 from federation.node.runtime import Runtime
 from federation.node.system import jitter
 from federation.node.transport import PeerTransport
 from federation.store.base import PeerRecord, PeerStatus
 from federation.store.meta import (
+    NEW_LOGS,
     RestoreGuard,
     clear_restore_guard,
+    confirm_restored,
     read_restore_guard,
+    restored_logs,
     write_restore_guard,
 )
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo, Want
@@ -57,6 +63,8 @@ BACKOFF_MAX_S = 60.0
 
 Advance = Callable[[int], None]
 
+_log = logging.getLogger(__name__)
+
 
 class RoundResult(msgspec.Struct):
     added: int = 0
@@ -68,6 +76,10 @@ class RoundResult(msgspec.Struct):
     complete: bool = False
     digest: bytes | None = None
     warnings: list[str] = msgspec.field(default_factory=list)
+    # A key event taken this round moved events out of their logs (protocol.md §2.2):
+    # the wants were computed from heads since lowered, so the next round asks again
+    # with a full frontier rather than "unchanged".
+    held_apart: int = 0
 
 
 async def sync_round(
@@ -113,11 +125,14 @@ async def _round(
     # hold them, so our wants never depend on them (protocol.md §5.4, §6.2).
     hidden = rt.logs.keys() - visible.keys()
     own = {log: r.head for log, r in visible.items() if r.club == rt.club}
+    their_roster = roster_log_id(peer.club)
     refetch = dict(rt.missing)  # payloads to fill in (protocol.md §6.3)
     session = Session(rt.all_heads(), known, frozen, hidden=hidden, refetch=refetch, wait_s=wait_s)
     while session.state is not State.CLOSED:
         known = session.frontier_known()
         claims: list[LogHead] = []  # what this frontier shows of our own logs
+        accepts = False  # it lists its roster log: it takes us as its peer (node/delivery.py)
+        shown: list[LogHead] = []  # our own logs in it, as the runtime knows them now
         while True:  # the frontier's pages (§6.1)
             if session.pages == 0:
                 answer = await transport.frontier(known, session.wait_s)
@@ -128,6 +143,8 @@ async def _round(
             assert frontier is not None
             if frontier.logs is not None:
                 claims += (entry for entry in frontier.logs if entry.log in own)
+                accepts = accepts or any(e.log == their_roster for e in frontier.logs)
+                shown += (e for e in frontier.logs if _ours(rt, e.log))
             if session.state is not State.AWAIT_FRONTIER:
                 break
         result.digest = session.digest
@@ -142,10 +159,21 @@ async def _round(
             want = session.next_want()
         if frontier.logs is not None:
             await note_own_heads(rt, peer, claims)
+            # Our heads now, not at the round's start: a post made during a long-poll
+            # is what the peer's frontier then shows.
+            now = {log: r.head for log, r in rt.visible(peer.club).items() if r.club == rt.club}
+            await delivery.note_frontier(
+                rt.store, peer, accepts=accepts, heads=shown, ours=now, now_us=rt.clock()
+            )
         session.stored(rt.all_heads())
     result.behind = session.behind(session.local)
     result.complete = session.complete
     return result
+
+
+def _ours(rt: Runtime, log: bytes) -> bool:
+    record = rt.logs.get(log)
+    return record is not None and record.club == rt.club
 
 
 async def _take(
@@ -186,9 +214,11 @@ async def _take(
             result.already += ingest.already
             result.forks += len(ingest.forks)
             result.warnings += ingest.warnings()  # refused over a quota (§6.4)
-            if ingest.added or ingest.forks or ingest.filled:
-                # A payload filled in is no append: rosters fold again (§5.4).
-                await rt.refresh(appended_only=not ingest.filled)
+            result.held_apart += ingest.held_apart
+            if ingest.added or ingest.forks or ingest.filled or ingest.held_apart:
+                # A payload filled in, or events held apart, is no append: rosters fold
+                # again (§5.4).
+                await rt.refresh(appended_only=not (ingest.filled or ingest.held_apart))
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
@@ -199,6 +229,7 @@ async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) ->
     guard we have caught up with, are cleared."""
     records = rt.store
     ours = {log: r.head for log, r in rt.visible(peer.club).items() if r.club == rt.club}
+    await _confirm_restored(rt, heads, ours)
     claimed = own_logs_behind(heads, ours)
     for log, head in ours.items():
         held = head.seq if head else 0
@@ -212,6 +243,35 @@ async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) ->
                 guard.seq <= held or (guard.club == peer.club and not evidence)
             ):
                 await clear_restore_guard(records, log, evidence=evidence)
+
+
+async def _confirm_restored(
+    rt: Runtime, heads: list[LogHead], ours: dict[bytes, Head | None]
+) -> None:
+    """After a restore (protocol.md §3.6) a log of ours may be written again once a peer
+    shows an event of ours in it at or beyond the seq held when restored, and it is the
+    event we hold there: the id is the hash of the signed header, so only a node that
+    holds our signed event can show it. A frontier that shows more than we could fetch
+    confirms nothing. A full frontier from a peer also confirms the logs made after the
+    restore: any of ours it held were in it, and were fetched."""
+    waiting = await restored_logs(rt.store)
+    if not waiting:
+        return
+    shown = {entry.log: entry for entry in heads}
+    confirmed = [NEW_LOGS]
+    for log, at_restore in waiting.items():
+        entry = shown.get(log)
+        head = ours.get(log)
+        if entry is None or head is None or not at_restore <= entry.seq <= head.seq:
+            continue
+        if entry.seq == head.seq:
+            held = head.id
+        else:
+            page = await rt.store.events(log, entry.seq - 1, 1)
+            held = page[0].id if page else b""
+        if held == entry.head:
+            confirmed.append(log)
+    await confirm_restored(rt.store, confirmed)
 
 
 async def _evidence(
@@ -257,7 +317,7 @@ def status_after(status: PeerStatus, result: RoundResult, now_us: int) -> PeerSt
         logs=result.logs or status.logs,
         behind=result.behind,
         received=status.received + result.added,
-        known=result.digest if result.complete else None,
+        known=result.digest if result.complete and not result.held_apart else None,
         last_error="" if result.complete else status.last_error,
         quota_warning="; ".join(result.warnings) or status.quota_warning,
         quota_warning_us=now_us if result.warnings else status.quota_warning_us,
@@ -268,7 +328,17 @@ def with_error(status: PeerStatus, exc: FederationError, now_us: int) -> PeerSta
     return msgspec.structs.replace(status, last_error=str(exc), last_error_us=now_us, known=None)
 
 
-async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str], None]) -> None:
+def _report(log: Callable[[str], None] | None, level: int, line: str) -> None:
+    # Through `logging` (`federation run` writes it with time and level, escaped);
+    # `log` also receives the line (tests collect them).
+    _log.log(level, "%s", line)
+    if log is not None:
+        log(line)
+
+
+async def follow_peer(
+    rt: Runtime, transport: PeerTransport, log: Callable[[str], None] | None = None
+) -> None:
     """Keep in step with one peer until cancelled."""
     peer = transport.peer
     status = peer.status
@@ -291,10 +361,13 @@ async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str]
             )
             status = with_error(status, error, rt.clock())
             await rt.store.set_peer_status(peer.club, status)
-            log(
+            await delivery.note_error(rt.store, peer, error, rt.clock())
+            _report(
+                log,
+                logging.WARNING if isinstance(exc, FederationError) else logging.ERROR,
                 str(error)
                 if str(error).startswith(f"peer {peer.name}")
-                else f"peer {peer.name}: {error}"
+                else f"peer {peer.name}: {error}",
             )
             await asyncio.sleep(backoff * jitter(0.5, 1.0))
             backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -313,6 +386,11 @@ async def follow_peer(rt: Runtime, transport: PeerTransport, log: Callable[[str]
         if result.changed or result.added:
             await rt.store.set_peer_status(peer.club, status)
         if result.added:
-            log(f"peer {peer.name}: received {result.added} events")
+            events = "event" if result.added == 1 else "events"
+            _report(log, logging.INFO, f"peer {peer.name}: received {result.added} {events}")
         if result.forks:
-            log(f"peer {peer.name}: FORK detected; the log is frozen, see `federation status`")
+            _report(
+                log,
+                logging.WARNING,
+                f"peer {peer.name}: FORK detected; the log is frozen, see `federation status`",
+            )

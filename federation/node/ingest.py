@@ -16,11 +16,26 @@ from collections.abc import AsyncIterator, Sequence
 
 from federation.core import canonical
 from federation.core.canonical import Genesis
-from federation.core.events import Head, VerifiedEvent, VerifiedRun, verify_event, verify_run
-from federation.core.keys import KeyAuthority
+from federation.core.events import (
+    Head,
+    VerifiedEvent,
+    VerifiedRun,
+    runs_of,
+    verify_event,
+    verify_run,
+)
+from federation.core.keys import (
+    KeyAuthority,
+    KeyHistory,
+    check_key_event,
+    first_outside,
+    key_log_id,
+    revoke_beats,
+    with_event,
+)
 from federation.core.log import fork_between
 from federation.errors import FederationError, ForkError, InvalidEventError
-from federation.node import projector
+from federation.node import keylog, projector
 from federation.node.system import Clock
 from federation.node.tasks import open_task_group
 from federation.store.base import ForkRecord, LogRecord, Store
@@ -67,7 +82,13 @@ class Ingest:
         self._pending_events = 0
         self._offered: dict[bytes, bytes] = {}  # club -> genesis a peer sent, not stored
         self._candidates: dict[bytes, Genesis] = {}  # the same, decoded and checked
-        self._keys = KeyAuthority(ChainMap(self.genesis, self._candidates))
+        # Each club's key epochs (protocol.md §2.2), read from its key log on first use.
+        self.histories: dict[bytes, KeyHistory] = {}
+        self._histories_read: set[bytes] = set()
+        self._firsts: dict[bytes, bytes] = {}  # log -> id of its event 1 (cut entries)
+        self._key_logs: dict[bytes, bytes] = {}  # club -> its key log id (§2.2)
+        self.held_apart = 0  # events moved out of their logs by key events taken
+        self._keys = KeyAuthority(ChainMap(self.genesis, self._candidates), self.histories)
         self._unstored: dict[bytes, tuple[bytes, bytes]] = {}  # log -> (descriptor, club)
         # A peer's clubs and logs whose first events verified: stored with those events,
         # in their transaction (a write of their own would wait for the commit ahead).
@@ -185,6 +206,10 @@ class Ingest:
         if log in self.refused:
             return 0, None
         head = await self._head(log)
+        club = self.clubs[log]
+        await self._read_history(club)
+        if log == self._key_log(club):
+            return await self._key_run(log, club, events)
         if log in self.frozen:
             return 0, InvalidEventError("log is frozen after a fork; not taking more", log=log)
         start = 0
@@ -200,9 +225,16 @@ class Ingest:
             if problem is not None:
                 return start, problem
             start += 1
+        rotated = self._keys.rotated(club)
+        # §4.4's shortcut lets the last signature vouch for the run; where the club's
+        # keys changed within it, every signature is checked (protocol.md §2.2).
+        every = rotated and len({keylog.signing_key_of(signed) for signed, _ in events[start:]}) > 1
         verified, error = verify_run(
-            log, head, events[start:], self.authorized, club=self.clubs[log]
+            log, head, events[start:], self.authorized, club=club, every_signature=every
         )
+        if verified and rotated:
+            verified, outside = await self._in_windows(club, verified)
+            error = outside or error
         if verified and log in self._unstored and not self._keep_new_log(log):
             return 0, None  # over a quota: nothing of it is stored
         if verified:
@@ -230,6 +262,10 @@ class Ingest:
             theirs = verify_event(signed, payload, self.authorized)
         except InvalidEventError as exc:
             return exc
+        if self._keys.rotated(theirs.header.club):  # a key outside its window forks nothing
+            _, outside = await self._in_windows(theirs.header.club, runs_of([theirs])[0])
+            if outside is not None:
+                return outside
         try:
             # Fork evidence is evidence (protocol.md §3.6): both headers must verify on
             # their own. Ours may have been stored inside a run, where only the run's
@@ -257,6 +293,185 @@ class Ingest:
         self.frozen.add(log)
         self.forks.append(fork)
         return fork
+
+    # --- key events (protocol.md §2.2) ---------------------------------------------
+
+    def _key_log(self, club: bytes) -> bytes:
+        found = self._key_logs.get(club)
+        if found is None:
+            found = self._key_logs[club] = key_log_id(club)
+        return found
+
+    async def _read_history(self, club: bytes) -> None:
+        if club in self._histories_read:
+            return
+        self._histories_read.add(club)
+        g = self.genesis.get(club) or self._candidates.get(club)
+        if self._records is None:
+            self._records = {r.id: r for r in await self.store.logs()}
+        # From the records read once per ingest: no query per club (the hot path).
+        if g is None or key_log_id(club) not in self._records:
+            return
+        history = await keylog.read_history(self.store, club, g)
+        if history.rotated:
+            self.histories[club] = history
+
+    async def _first(self, log: bytes, run: VerifiedRun) -> bytes:
+        if log not in self._firsts:
+            if run.after is None:
+                self._firsts[log] = run.ids[0]
+            else:
+                await self.flush()
+                found = await keylog.first_id(self.store, log)
+                self._firsts[log] = run.ids[0] if found is None else found
+        return self._firsts[log]
+
+    async def _in_windows(
+        self, club: bytes, run: VerifiedRun
+    ) -> tuple[VerifiedRun, InvalidEventError | None]:
+        """The prefix of a verified run whose events' keys may sign them where they
+        stand (protocol.md §2.2), and the error naming the first that may not."""
+        history = self.histories[club]
+        first = await self._first(run.log, run)
+        found = first_outside(
+            history,
+            run.log,
+            first,
+            (
+                (run.first + i, keylog.signing_key_of(signed), eid)
+                for i, (signed, eid) in enumerate(zip(run.signed, run.ids, strict=True))
+            ),
+        )
+        if found is None:
+            return run, None
+        seq, reason = found
+        n = seq - run.first
+        kept = VerifiedRun(
+            run.log, run.club, run.after, run.ids[:n], run.signed[:n], run.payloads[:n]
+        )
+        return kept, InvalidEventError(reason, club=club, log=run.log, seq=seq)
+
+    async def _key_run(
+        self, log: bytes, club: bytes, events: Sequence[tuple[bytes, bytes | None]]
+    ) -> tuple[int, FederationError | None]:
+        """A club's key log: each event checked on its own, signature and all, against
+        the epochs before it, and taken at once; then the club's windows are applied
+        to every log of it held here (protocol.md §2.2). Key logs are a few events."""
+        await self.flush()
+        g = self.genesis.get(club) or self._candidates.get(club)
+        if g is None:  # pragma: no cover - _head checked the log's club
+            return 0, InvalidEventError("key log of an unknown club", log=log)
+        history = self.histories.get(club) or KeyHistory.of(g)
+        taken = 0
+        changed = False
+        for signed, payload in events:
+            try:
+                # Any key here: which one may sign a key event is check_key_event's rule.
+                event = verify_event(signed, payload, lambda c, k: c == club)
+                h = event.header
+                if h.log != log:
+                    raise InvalidEventError("event belongs to another log", club=club, log=log)
+                record = await self.store.log(log)
+                held = None if record is None or record.head is None else record.head.seq
+                if held is not None and h.seq <= held:
+                    old = await self.store.event_at(log, h.seq)
+                    assert old is not None
+                    if old.signed == signed:
+                        self.already += 1
+                        taken += 1
+                        continue
+                    base = history.before(h.seq)
+                    epoch = check_key_event(base, h, payload)
+                    if epoch.action != "revoke" or not revoke_beats(old.header, old.payload):
+                        return taken, await self._key_fork(old, event)
+                    if h.prev != old.header.prev:
+                        raise InvalidEventError(
+                            "previous-hash link broken (the event does not follow the one "
+                            "before it)",
+                            club=club,
+                            log=log,
+                            seq=h.seq,
+                        )
+                    await self.store.hold_apart(
+                        log,
+                        h.seq,
+                        f"replaced by the club's revocation at seq {h.seq} of its keys log",
+                        self.clock(),
+                    )
+                    history = base
+                else:
+                    # The chain rule first (§3.4), with its own clear messages: a gap,
+                    # or an event that does not follow the head held.
+                    if h.seq != (held or 0) + 1:
+                        raise InvalidEventError(
+                            f"seq gap in the keys log: expected seq {(held or 0) + 1}, got {h.seq}",
+                            club=club,
+                            log=log,
+                            seq=h.seq,
+                        )
+                    if record is not None and record.head is not None and h.prev != record.head.id:
+                        raise InvalidEventError(
+                            "previous-hash link broken (the event does not follow the one "
+                            "before it)",
+                            club=club,
+                            log=log,
+                            seq=h.seq,
+                        )
+                    epoch = check_key_event(history, h, payload)
+                if log in self._unstored and not self._keep_new_log(log):
+                    return 0, None
+                self.heads[log] = Head(h.seq, event.id)
+                await self._store_key_event(event)
+                history = with_event(history, epoch, event.id, h.time_us)
+                self.histories[club] = history
+                changed = True
+                taken += 1
+            except InvalidEventError as exc:
+                if changed:
+                    await self._apply_windows(club, history)
+                return taken, exc
+        if changed:
+            await self._apply_windows(club, history)
+        return taken, None
+
+    async def _store_key_event(self, event: VerifiedEvent) -> None:
+        self._pending.append(runs_of([event])[0])
+        self._pending_events += 1
+        await self.flush()
+
+    async def _key_fork(self, held: VerifiedEvent, theirs: VerifiedEvent) -> FederationError:
+        """Two key events at one seq where neither replaces the other (two revocations:
+        the recovery secret signed twice): a real fork of the key log (§3.6)."""
+        fork = fork_between(held, theirs)
+        if fork is None:
+            return InvalidEventError(
+                "event does not belong at this log and seq",
+                club=theirs.header.club,
+                log=theirs.header.log,
+                seq=theirs.header.seq,
+            )
+        await self.store.record_fork(
+            ForkRecord(
+                theirs.header.club,
+                theirs.header.log,
+                theirs.header.seq,
+                held.signed,
+                theirs.signed,
+                self.clock(),
+            )
+        )
+        self.frozen.add(theirs.header.log)
+        self.forks.append(fork)
+        return fork
+
+    async def _apply_windows(self, club: bytes, history: KeyHistory) -> None:
+        """Move out of the club's logs what its keys may no longer sign there, and
+        forget the heads read before (they may be lower now, and logs unfrozen)."""
+        await self.flush()
+        self.held_apart += await keylog.apply_windows(self.store, history, club, self.clock())
+        self._records = None
+        self.heads.clear()
+        self.frozen.clear()
 
     async def _fill(
         self, log: bytes, seq: int, held: VerifiedEvent, payload: bytes
@@ -308,7 +523,7 @@ class Ingest:
         erased text stays in their saved rows (the store already reset their read
         position, so they never show it meanwhile: node.projector)."""
         await self.flush()
-        if self.erased or self.filled:
+        if self.erased or self.filled or self.held_apart:
             await projector.catch_up(self.store)
 
 

@@ -1,13 +1,22 @@
-"""Key files at rest (protocol.md §2.3): the club's ed25519 secret, sealed with a passphrase.
+"""Key files at rest (protocol.md §2.3): the key envelope.
 
-scrypt stretches the passphrase; ChaCha20-Poly1305 seals the secret with the club
-id as associated data, so a key file cannot be passed off as another club's. The
-unencrypted opt-out exists for unattended servers and is warned about at init.
+Version 2 (what a node writes) seals, with a passphrase, the club's ed25519 secret
+AND the random store key that encrypts the store (SQLCipher, `store.sqlite`): so
+reading anything a node holds needs the passphrase. Version 1 (the signing secret
+alone) is still read: the node upgrades it at its next start (`node.migrate`), and
+the recovery key file keeps that form.
+
+scrypt stretches the passphrase once; ChaCha20-Poly1305 seals the secrets with the
+club id as associated data, so a key file cannot be passed off as another club's.
+The store key is used as a raw key, so opening the store costs no second stretch.
+The unencrypted opt-out exists for unattended servers and is warned about at init:
+the store is still SQLCipher, but its key sits in the file beside it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +28,13 @@ from federation.node.system import random_bytes
 
 PASSPHRASE_ENV = "FEDERATION_PASSPHRASE"
 MIN_PASSPHRASE_CHARS = 8
+# The store key: 32 random bytes, SQLCipher's raw key (protocol.md §2.3).
+STORE_KEY_BYTES = 32
+ENVELOPE_VERSION = 2
 
 
 class KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    version: Literal[1]
+    version: Literal[1, 2]
     club: str
     kdf: Literal["scrypt", "none"]
     n: int = 0
@@ -32,19 +44,41 @@ class KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nonce: str = ""
     ciphertext: str = ""
     secret: str = ""
+    store_key: str = ""
 
 
-def seal_key(key: crypto.SigningKey, club: bytes, passphrase: bytes | None) -> bytes:
-    """The key file's bytes. passphrase None: the warned, unencrypted opt-out."""
+@dataclass(frozen=True, repr=False)
+class Envelope:
+    """What a key file holds. `store_key` is None in a version 1 file (none yet)."""
+
+    key: crypto.SigningKey
+    store_key: bytes | None
+    version: int
+    encrypted: bool
+
+
+def new_store_key() -> bytes:
+    return random_bytes(STORE_KEY_BYTES)
+
+
+def _seal(version: int, secrets: bytes, club: bytes, passphrase: bytes | None) -> bytes:
     if passphrase is None:
-        kf = KeyFile(1, club.hex(), "none", secret=key.secret_bytes().hex())
+        secret, store_key = secrets[:32], secrets[32:]
+        kf = KeyFile(
+            version,  # type: ignore[arg-type]
+            club.hex(),
+            "none",
+            secret=secret.hex(),
+            store_key=store_key.hex(),
+        )
     else:
+        # A fresh salt and nonce at every write (§2.3), even for an unchanged passphrase.
         salt = random_bytes(16)
         derived = crypto.derive_key(passphrase, salt)
         nonce = random_bytes(crypto.AEAD_NONCE_BYTES)
-        sealed = crypto.seal(derived, nonce, key.secret_bytes(), club)
+        sealed = crypto.seal(derived, nonce, secrets, club)
         kf = KeyFile(
-            1,
+            version,  # type: ignore[arg-type]
             club.hex(),
             "scrypt",
             n=crypto.SCRYPT_N,
@@ -55,6 +89,21 @@ def seal_key(key: crypto.SigningKey, club: bytes, passphrase: bytes | None) -> b
             ciphertext=sealed.hex(),
         )
     return msgspec.json.format(msgspec.json.encode(kf)) + b"\n"
+
+
+def seal_envelope(
+    key: crypto.SigningKey, store_key: bytes, club: bytes, passphrase: bytes | None
+) -> bytes:
+    """A version 2 key file's bytes: the signing secret and the store key, sealed
+    together (§2.3). passphrase None: the warned, unencrypted opt-out."""
+    if len(store_key) != STORE_KEY_BYTES:
+        raise ValueError("a store key is 32 bytes")
+    return _seal(ENVELOPE_VERSION, key.secret_bytes() + store_key, club, passphrase)
+
+
+def seal_key(key: crypto.SigningKey, club: bytes, passphrase: bytes | None) -> bytes:
+    """A version 1 key file's bytes (the signing secret alone: the recovery key file)."""
+    return _seal(1, key.secret_bytes(), club, passphrase)
 
 
 def needs_passphrase(data: bytes, path: str) -> bool:
@@ -70,17 +119,22 @@ def _parse(data: bytes, path: str) -> KeyFile:
         ) from None
 
 
-def open_key(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> crypto.SigningKey:
+def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> Envelope:
+    """Open a key file of either version; a wrong passphrase is one clear KeyFileError."""
     kf = _parse(data, path)
     if kf.club != club.hex():
+        # The store opens with its own key file only, so either file may be the odd one.
         raise KeyFileError(
-            f"key file {path} belongs to club {kf.club[:12]}, not this node's club "
-            f"{club.hex()[:12]}; check key.file in config.toml",
+            f"key file {path} belongs to club {kf.club[:12]}, not club {club.hex()[:12]} "
+            "named in config.toml: restore the club.key and config.toml that came with "
+            "this store (or check key.file)",
             path=path,
         )
+    # Version 1 holds the secret alone; version 2 the secret then the store key.
+    size = crypto.SECRET_KEY_BYTES + (STORE_KEY_BYTES if kf.version == 2 else 0)
     try:
         if kf.kdf == "none":
-            secret = bytes.fromhex(kf.secret)
+            secrets = bytes.fromhex(kf.secret) + bytes.fromhex(kf.store_key)
         else:
             if passphrase is None:
                 raise KeyFileError(
@@ -102,14 +156,24 @@ def open_key(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> c
                     f"wrong passphrase for {path} (or the file was altered); try again",
                     path=path,
                 )
-            secret = opened
-        if len(secret) != crypto.SECRET_KEY_BYTES:
-            raise ValueError("secret has the wrong length")
-        return crypto.SigningKey(secret)
+            secrets = opened
+        if len(secrets) != size:
+            raise ValueError(f"version {kf.version} holds {size} secret bytes, not {len(secrets)}")
+        return Envelope(
+            crypto.SigningKey(secrets[:32]),
+            secrets[32:] if kf.version == 2 else None,
+            kf.version,
+            kf.kdf != "none",
+        )
     except ValueError as exc:
         raise KeyFileError(
             f"key file {path} is corrupt ({exc}); restore it from your backup", path=path
         ) from None
+
+
+def open_key(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> crypto.SigningKey:
+    """The signing key of a key file of either version."""
+    return open_envelope(data, club, passphrase, path).key
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -119,6 +183,25 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace a file crash-safely: a crash at any instant leaves the old bytes or the
+    new, never neither (write a 0600 temp file, fsync, rename over, fsync the directory)."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.unlink(missing_ok=True)  # left by a crash before its rename: never the only copy
+    write_private(temp, data)
+    os.replace(temp, path)
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -132,3 +215,25 @@ def read_key_file(path: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}", path=str(path)) from None
+
+
+def read_passphrase_file(path: Path) -> bytes:
+    """The passphrase in `path` (without its trailing line break, §2.3), refused if
+    anyone but its owner may read or change it: a passphrase others can read protects
+    nothing, and one they can change lets them choose the key's next passphrase."""
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o044:
+            raise KeyFileError(
+                f"passphrase file {path} is readable by others: chmod 600 {path}", path=str(path)
+            )
+        if mode & 0o022:
+            raise KeyFileError(
+                f"passphrase file {path} is writable by others: chmod 600 {path}", path=str(path)
+            )
+        return path.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot read passphrase file {path}: {exc.strerror}; check key.passphrase_file",
+            path=str(path),
+        ) from None

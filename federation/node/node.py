@@ -5,13 +5,16 @@ asks for the passphrase, and calls core functions for every rule. A node directo
 
     config.toml     the operator's settings (federation.core.config)
     club.key        the club's signing key, sealed with the passphrase
-    recovery.key    the recovery key named in the genesis: move it off this machine
+    recovery.key    only on nodes made before recovery words: `federation recovery
+                    move-off` shows it as words and deletes it (node/recovery.py)
     tls.crt/.key    the self-signed certificate peers pin (protocol.md §5.3)
     store.sqlite    the logs, forks and projections
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import getpass
 import os
@@ -25,23 +28,31 @@ from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Genesis, Kind
 from federation.core.config import CONFIG_FILE, Config, parse_config, render_config
 from federation.core.events import VerifiedEvent, sign_event
-from federation.core.keys import KeyAuthority, KeyCheck
+from federation.core.keys import KeyAuthority, KeyCheck, KeyHistory, key_log_id
 from federation.core.log import STANDARD_AUDIENCES, default_log_name, descriptor_bytes
-from federation.core.payloads import make_payload
+from federation.core.naming import MIN_PREFIX_HEX, hex_prefix, resolve_id
+from federation.core.payloads import POSTABLE_KINDS, make_payload
 from federation.core.selection import roster_log_id
 from federation.errors import ConfigError, FederationError, KeyFileError, UsageError
+from federation.node import at_rest, keylog, rails
 from federation.node.keyfile import (
     MIN_PASSPHRASE_CHARS,
     PASSPHRASE_ENV,
+    Envelope,
     needs_passphrase,
+    new_store_key,
+    open_envelope,
     open_key,
     read_key_file,
+    read_passphrase_file,
+    replace_private,
+    seal_envelope,
     seal_key,
     write_private,
 )
 from federation.node.system import Clock, random_bytes, system_clock
 from federation.store.base import LogRecord, Store
-from federation.store.meta import holding_back
+from federation.store.meta import holding_back, waits_after_restore
 from federation.store.sqlite import SqliteStore
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -80,14 +91,7 @@ def read_passphrase(config: Config, paths: NodePaths, *, confirm: bool = False) 
     if env is not None:
         return env.encode()
     if config.key.passphrase == "file":
-        file = paths.resolve(config.key.passphrase_file)
-        try:
-            return file.read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise KeyFileError(
-                f"cannot read passphrase file {file}: {exc.strerror}; check key.passphrase_file",
-                path=str(file),
-            ) from None
+        return read_passphrase_file(paths.resolve(config.key.passphrase_file))
     return prompt_passphrase(confirm=confirm)
 
 
@@ -127,9 +131,13 @@ async def init_node(
     passphrase_file: str = "",
     clock: Clock = system_clock,
     feed_listen: str = "",
+    recovery_seed: bytes | None = None,
 ) -> bytes:
     """Create a node directory for a new club; returns the club id. Never overwrites.
-    `passphrase_file`: where the running node will read the passphrase (unattended)."""
+    `passphrase_file`: where the running node will read the passphrase (unattended).
+    `recovery_seed`: the recovery key's 32-byte seed, which the caller shows the operator
+    as words (node/recovery.py); it is never written here (protocol.md §2.1, DESIGN
+    principle 21). Without it a seed is drawn and forgotten: a club nobody can recover."""
     paths = NodePaths(root)
     # Every file init writes: finding any (even from an unfinished init) means stop, since
     # the key files are created exclusively and must never be overwritten.
@@ -143,7 +151,7 @@ async def init_node(
         raise UsageError(f"the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters")
     now = clock()
     key = crypto.SigningKey(random_bytes(crypto.SECRET_KEY_BYTES))
-    recovery = crypto.SigningKey(random_bytes(crypto.SECRET_KEY_BYTES))
+    recovery = crypto.SigningKey(recovery_seed or random_bytes(crypto.SECRET_KEY_BYTES))
     genesis = canonical.encode_genesis(Genesis(key.public, canonical.sha256(recovery.public), now))
     club = canonical.club_id(genesis)
     text = render_config(
@@ -158,8 +166,10 @@ async def init_node(
     parse_config(text)  # what we write must be what we read
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
-    write_private(paths.root / "club.key", seal_key(key, club, passphrase))
-    write_private(paths.recovery_key, seal_key(recovery, club, passphrase))
+    # The key envelope (protocol.md §2.3): the signing key and the store key, sealed
+    # together, so reading the store needs the passphrase too.
+    store_key = new_store_key()
+    write_private(paths.root / "club.key", seal_envelope(key, store_key, club, passphrase))
     cert, tls_key = crypto.make_tls_certificate(
         # The same name for every club: a scanner must not learn which club runs here.
         "federation-node",
@@ -167,8 +177,8 @@ async def init_node(
         random_bytes(crypto.SECRET_KEY_BYTES),
     )
     write_private(paths.tls_key, tls_key)
-    paths.tls_cert.write_bytes(cert)
-    async with await SqliteStore.open(root / "store.sqlite", create=True) as store:
+    write_private(paths.tls_cert, cert)
+    async with await SqliteStore.open(root / "store.sqlite", create=True, key=store_key) as store:
         await store.put_club(club, genesis)
         for audience in STANDARD_AUDIENCES:
             a = Audience(audience)  # type: ignore[arg-type]
@@ -189,14 +199,34 @@ class Node:
         self.clock = clock
         self.club = bytes.fromhex(config.club.id)
         self._key: crypto.SigningKey | None = None
+        self._passphrase: bytes | None = None
+        self._envelope: Envelope | None = None  # the key file as Node.open found it
         self.genesis: dict[bytes, Genesis] = {}
+        self.histories: dict[bytes, KeyHistory] = {}
 
     @classmethod
-    async def open(cls, root: Path, *, clock: Clock = system_clock) -> Node:
+    async def open(
+        cls, root: Path, *, clock: Clock = system_clock, passphrase: bytes | None = None
+    ) -> Node:
         paths = NodePaths(root)
         config = load_config(paths)
-        store = await SqliteStore.open(paths.resolve(config.node.store))
+        # Reading anything needs the passphrase (DESIGN 21): the key envelope holds the
+        # store key (protocol.md §2.3). Asked for once; a node made before encryption
+        # at rest is upgraded here, crash-safely (node/at_rest.py).
+        key_path = paths.resolve(config.key.file)
+        data = read_key_file(key_path)
+        if passphrase is None and needs_passphrase(data, str(key_path)):
+            passphrase = read_passphrase(config, paths)
+        club = bytes.fromhex(config.club.id)
+        envelope = open_envelope(data, club, passphrase, str(key_path))
+        store_path = paths.resolve(config.node.store)
+        if store_path.exists():  # a missing store is SqliteStore.open's clear error
+            envelope = await asyncio.to_thread(
+                at_rest.upgrade, key_path, store_path, envelope, club, passphrase
+            )
+        store = await SqliteStore.open(store_path, key=envelope.store_key)
         node = cls(paths, config, store, clock)
+        node._envelope, node._passphrase = envelope, passphrase
         try:
             await node.load_clubs()
             if node.club not in node.genesis:
@@ -222,16 +252,24 @@ class Node:
         self.genesis = {
             club: canonical.decode_genesis(g) for club, g in (await self.store.clubs()).items()
         }
+        # Each club's key epochs, from its key log (protocol.md §2.2, node.keylog).
+        self.histories = await keylog.load_histories(self.store, self.genesis)
 
     @property
     def keys(self) -> KeyAuthority:
         """Who may sign for the clubs this node holds (protocol.md §2.2, `core.keys`)."""
-        return KeyAuthority(self.genesis)
+        return KeyAuthority(self.genesis, self.histories)
 
     @property
     def authorized(self) -> KeyCheck:
         """The §2.2 predicate, for verifying what this node holds."""
         return self.keys.may_sign
+
+    @property
+    def passphrase(self) -> bytes | None:
+        """The passphrase Node.open unlocked the key envelope with (None: unencrypted):
+        what else needs it in this process (an export's age seal) asks no second time."""
+        return self._passphrase
 
     @property
     def key_encrypted(self) -> bool:
@@ -242,18 +280,94 @@ class Node:
         """The club's signing key, asking for the passphrase once per process."""
         if self._key is None:
             path = self.paths.resolve(self.config.key.file)
-            data = read_key_file(path)
-            if passphrase is None and needs_passphrase(data, str(path)):
-                passphrase = read_passphrase(self.config, self.paths)
-            key = open_key(data, self.club, passphrase, str(path))
+            if self._envelope is not None and passphrase is None:
+                # Opened by Node.open, with the passphrase asked for once per process.
+                key, passphrase = self._envelope.key, self._passphrase
+            else:
+                data = read_key_file(path)
+                if passphrase is None and needs_passphrase(data, str(path)):
+                    passphrase = read_passphrase(self.config, self.paths)
+                key = open_key(data, self.club, passphrase, str(path))
+            self._passphrase = passphrase
+            key = self._finish_key_change(path, key, passphrase)
             if not self.keys.is_signing_key(self.club, key.public):
+                revoked = key.public in self.keys.history(self.club).keys  # type: ignore[union-attr]
                 raise KeyFileError(
-                    f"key file {path} does not hold this club's signing key; restore the "
-                    "right club.key from your backup",
+                    f"key file {path} holds a key the club has rotated or revoked (see its "
+                    "keys log): this node may no longer sign for the club"
+                    if revoked
+                    else f"key file {path} does not hold this club's signing key; restore "
+                    "the right club.key from your backup",
                     path=str(path),
                 )
             self._key = key
         return self._key
+
+    # --- key changes (protocol.md §2.2; the flows are node.keys) ---------------------
+
+    def _next_key_path(self) -> Path:
+        path = self.paths.resolve(self.config.key.file)
+        return path.with_name(path.name + ".next")
+
+    def _finish_key_change(
+        self, path: Path, key: crypto.SigningKey, passphrase: bytes | None
+    ) -> crypto.SigningKey:
+        """A key change interrupted by a crash: `club.key.next` holds the new key. If
+        the keys log holds the key event, finish (the next key becomes club.key);
+        otherwise roll back (drop it). Either way the node signs with the key in force."""
+        staged = self._next_key_path()
+        if not staged.exists():
+            return key
+        data = staged.read_bytes()
+        new = open_key(data, self.club, passphrase, str(staged))
+        if self.keys.is_signing_key(self.club, new.public):
+            replace_private(path, data)
+            staged.unlink()
+            return new
+        if self.keys.is_signing_key(self.club, key.public):
+            staged.unlink()
+        return key
+
+    def _sealed_like_key_file(self, key: crypto.SigningKey) -> bytes:
+        """`key` sealed as the key file is (its passphrase and its store key kept)."""
+        path = self.paths.resolve(self.config.key.file)
+        envelope = open_envelope(read_key_file(path), self.club, self._passphrase, str(path))
+        if envelope.store_key is None:
+            return seal_key(key, self.club, self._passphrase)
+        return seal_envelope(key, envelope.store_key, self.club, self._passphrase)
+
+    def key_in_file(self) -> crypto.SigningKey:
+        """The key the key file holds, in force or not: what `federation key revoke`
+        revokes, even once a seizer's own key event has replaced it (§2.2)."""
+        if self._envelope is not None:
+            return self._envelope.key
+        path = self.paths.resolve(self.config.key.file)
+        return open_key(read_key_file(path), self.club, self._passphrase, str(path))
+
+    def stage_signing_key(self, key: crypto.SigningKey) -> None:
+        """Write the next signing key beside the key file, before its key event is
+        appended: a crash then leaves both keys, and unlocking picks the one in force."""
+        staged = self._next_key_path()
+        staged.unlink(missing_ok=True)
+        write_private(staged, self._sealed_like_key_file(key))
+
+    def replace_signing_key(self, key: crypto.SigningKey) -> None:
+        """The key event is appended: the staged key becomes the key file, and the
+        node signs with it from now on. The envelope keeps its passphrase and store key."""
+        path = self.paths.resolve(self.config.key.file)
+        staged = self._next_key_path()
+        data = staged.read_bytes() if staged.exists() else self._sealed_like_key_file(key)
+        replace_private(path, data)
+        staged.unlink(missing_ok=True)
+        self._key = key
+        if self._envelope is not None:
+            self._envelope = dataclasses.replace(self._envelope, key=key)
+
+    def reload_key(self) -> crypto.SigningKey:
+        """Read the key file again, with the passphrase given before (another process
+        changed the key: `federation key rotate`)."""
+        self._key, self._envelope = None, None
+        return self.unlock(self._passphrase)
 
     # --- logs and posting -----------------------------------------------------------
 
@@ -279,16 +393,34 @@ class Node:
         return opened
 
     async def post(
-        self, kind: Kind, fields: dict[str, object], audience: Audience, log_name: str | None = None
+        self,
+        kind: Kind,
+        fields: dict[str, object],
+        audience: Audience,
+        log_name: str | None = None,
+        *,
+        confirmed: bool = False,
+        checked: bool = True,
     ) -> tuple[LogRecord, VerifiedEvent]:
+        """Sign and append one event. A kind a person posts passes the posting rails
+        first (node/rails.py: refusals, and `confirmed` for a public report), on every
+        path that posts; `checked=False` is for steps the node makes itself."""
         payload = make_payload(kind, fields)
         if len(payload) > canonical.MAX_PAYLOAD_BYTES:
             raise UsageError(
                 f"payload is {len(payload)} bytes, over the limit of "
                 f"{canonical.MAX_PAYLOAD_BYTES}; shorten the text"
             )
+        if checked and kind in POSTABLE_KINDS:
+            await rails.check(self, kind, fields, audience, log_name, confirmed=confirmed)
         key = self.unlock()
         record = await self.own_log(audience, log_name)
+        # protocol.md §2.2: key events are made by `federation key`, and only there.
+        if kind == Kind.KEY or record.id == key_log_id(self.club):
+            raise UsageError(
+                "key events are written by `federation key rotate | revoke`, into the "
+                "club's keys log, which holds nothing else; choose another kind or --log"
+            )
         if record.frozen:
             raise UsageError(
                 f"log {record.name!r} is frozen after a fork: two different events signed "
@@ -298,6 +430,17 @@ class Node:
                 "another log (`--log NAME`), and if the key may be stolen, rotate it"
             )
         held = record.head.seq if record.head else 0
+        # protocol.md §3.6: this node was restored from a backup, and no peer has shown
+        # it this log's head since, so its lost writes may be out there: the next event
+        # could fork the log. The roster log too: it forks like any other.
+        if await waits_after_restore(self.store, record.id) is not None:
+            raise UsageError(
+                f"log {record.name!r} may not be written yet: this node was restored from "
+                "a backup and no peer has shown it this log's head since; run "
+                "`federation sync` first. If no other node holds this log (a private log, "
+                "or one no peer received), run `federation declare-no-copies "
+                f"{record.name}`"
+            )
         # protocol.md §3.6: a peer sent a validly signed event of ours beyond our head,
         # so this node lost writes (restored from an old backup); writing now would
         # fork the club's own log. A bare claim never gets here (DESIGN principle 15),
@@ -324,21 +467,22 @@ class Node:
         return record, event
 
     async def find_event(self, ref: str) -> VerifiedEvent:
-        """An event by its id or an unambiguous prefix of at least 8 hex digits."""
-        text = ref.strip().lower()
-        if len(text) < 8 or len(text) > 64 or any(c not in "0123456789abcdef" for c in text):
+        """An event by its id or a unique prefix of at least six hex digits: the one
+        naming rule of `core.naming`, with the candidates listed when ambiguous."""
+        text = hex_prefix(ref)
+        if text is None:
             raise UsageError(
-                f"EVENT must be an event id (at least 8 hex digits, from `federation log`); "
-                f"got {ref!r}"
+                f"EVENT must be an event id or a prefix of at least {MIN_PREFIX_HEX} hex "
+                f"digits (from `federation log`); got {ref!r}"
             )
         prefix = bytes.fromhex(text[: len(text) // 2 * 2])
-        found = [
-            e
+        found = {
+            e.id: e
             for e in await self.store.events_by_id_prefix(prefix, limit=50)
             if e.id.hex().startswith(text)
-        ]
+        }
         if not found:
             raise UsageError(f"no event {ref!r} in this node; list events with `federation log`")
-        if len(found) > 1:
-            raise UsageError(f"event id {ref!r} is ambiguous; give more digits")
-        return found[0]
+        names = {r.id: r.name for r in await self.store.logs()} if len(found) > 1 else {}
+        labels = {i: f"{names.get(e.header.log, '?')}#{e.header.seq}" for i, e in found.items()}
+        return found[resolve_id(text, found, what="event", labels=labels)]

@@ -14,8 +14,12 @@ from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Kind
 from federation.core.config import parse_listen
 from federation.core.invite import Invite, make_invite, read_invite
+from federation.core.keys import key_log_descriptor, key_log_id
+from federation.core.naming import resolve_club
 from federation.core.selection import ROSTER_LOG_NAME
 from federation.errors import UsageError
+from federation.node import naming
+from federation.node.ingest import open_ingest
 from federation.node.node import Node
 from federation.store.base import PeerRecord
 
@@ -40,7 +44,10 @@ async def invite(node: Node, url: str | None = None) -> str:
     fingerprint = b""
     if url.startswith("https:"):
         fingerprint = crypto.certificate_fingerprint(node.paths.tls_cert.read_bytes())
-    return make_invite(key, genesis, node.config.club.name, url, fingerprint)
+    # After a rotation the key that signs is not the genesis key: the invite carries
+    # the club's key events, which show it (protocol.md §5.1, §2.2).
+    keys = [(e.signed, e.payload or b"") for e in await node.store.events(key_log_id(node.club))]
+    return make_invite(key, genesis, node.config.club.name, url, fingerprint, keys)
 
 
 async def _roster_event(node: Node, op: str, club: bytes, name: str) -> None:
@@ -61,6 +68,16 @@ async def add(node: Node, text: str) -> PeerRecord:
         raise UsageError(
             f"club {club.hex()} is blocked here: `federation unblock {club.hex()[:12]}` first"
         )
+    # protocol.md §5.1, §2.2: an invite signed by a key the club has since replaced
+    # (as this node knows from the club's keys log) is refused: a seized key can no
+    # longer send the club's peers to another address.
+    held = node.keys.history(club)
+    shown = found.history()
+    if held is not None and len(held.epochs) > len(shown.epochs):
+        raise UsageError(
+            "this invite is signed by a key the club has since rotated or revoked (see its "
+            "keys log); ask the club for a new invite"
+        )
     existing = {p.club: p for p in await node.store.peers()}
     genesis = bytes.fromhex(found.genesis)
     await node.store.put_club(club, genesis)
@@ -73,6 +90,8 @@ async def add(node: Node, text: str) -> PeerRecord:
         state="active",
         added_us=node.clock(),
     )
+    if len(shown.epochs) > 1:  # the club's key events: taken now, as from a peer
+        await _take_key_events(node, found)
     if club in existing:  # a new invite from a known club: new address or certificate
         peer = msgspec.structs.replace(
             existing[club], name=peer.name, url=peer.url, fingerprint=peer.fingerprint
@@ -83,19 +102,23 @@ async def add(node: Node, text: str) -> PeerRecord:
     return peer
 
 
+async def _take_key_events(node: Node, found: Invite) -> None:
+    log = key_log_id(found.club)
+    events = [(bytes.fromhex(k.signed), bytes.fromhex(k.payload)) for k in found.keys]
+    async with open_ingest(node.store, node.genesis, node.clock) as ingest:
+        await ingest.log(log, key_log_descriptor(found.club))
+        await ingest.run(log, events)
+    await node.load_clubs()
+
+
 async def find(node: Node, ref: str) -> PeerRecord:
-    """A peer by name or club id prefix (at least 4 hex digits)."""
-    peers = await node.store.peers()
-    matches = [
-        p
-        for p in peers
-        if p.name == ref or (len(ref) >= 4 and p.club.hex().startswith(ref.lower()))
-    ]
-    if not matches:
-        raise UsageError(f"no peer {ref!r}; see `federation peers list`")
-    if len(matches) > 1:
-        raise UsageError(f"{ref!r} names more than one peer; give more of the club id")
-    return matches[0]
+    """A peer by name (case-insensitive) or a club id prefix of at least six hex
+    digits: the one naming rule (node/naming.py), among the peers."""
+    peers = {p.club: p for p in await node.store.peers()}
+    known = [n for n in await naming.known_clubs(node) if n.id in peers]
+    if not known:
+        raise UsageError("this club has no peers yet; add one with `federation peers add`")
+    return peers[resolve_club(ref, known, what="peer")]
 
 
 async def set_state(node: Node, ref: str, state: str) -> PeerRecord:

@@ -16,10 +16,10 @@ import msgspec
 from federation.core import canonical
 from federation.core.canonical import Audience, Kind
 from federation.core.events import VerifiedEvent
+from federation.core.naming import resolve_id
 from federation.core.payloads import STRICT_PAYLOAD_TYPES, Proposal
-from federation.core.selection import fold_roster, roster_log_id
 from federation.errors import UsageError
-from federation.node import projector
+from federation.node import naming, projector, rails
 from federation.node.node import Node
 from federation.store.base import PAGE_EVENTS, LogRecord
 from federation.store.meta import delivered
@@ -52,32 +52,21 @@ async def outcomes(node: Node) -> list[Outcome]:
 
 
 async def find(node: Node, ref: str) -> Outcome:
-    """A proposal by its id or an unambiguous prefix of at least 8 hex digits."""
-    text = ref.strip().lower()
-    matches = [o for o in await outcomes(node) if len(text) >= 8 and o.proposal.startswith(text)]
-    if not matches:
-        raise UsageError(f"no proposal {ref!r} here; list them with `federation proposal list`")
-    if len(matches) > 1:
-        raise UsageError(f"proposal {ref!r} is ambiguous; give more digits")
-    return matches[0]
+    """A proposal by its id or a unique prefix of at least six hex digits (the one
+    naming rule, core/naming.py)."""
+    held = {bytes.fromhex(o.proposal): o for o in await outcomes(node)}
+    try:
+        chosen = resolve_id(
+            ref, held, what="proposal", labels={k: o.version.title for k, o in held.items()}
+        )
+    except UsageError as exc:
+        raise UsageError(f"{exc}; list them with `federation proposal list`") from None
+    return held[chosen]
 
 
 async def resolve_club(node: Node, ref: str) -> bytes:
-    """A club by a peer's name, or by an id prefix (at least 4 hex digits) of a peer or
-    of any club this node knows."""
-    peers = await node.store.peers()
-    named = {p.club for p in peers if p.name == ref}
-    text = ref.strip().lower()
-    known = {p.club for p in peers} | set(node.genesis)
-    by_id = {c for c in known if len(text) >= 4 and c.hex().startswith(text)}
-    matches = named | by_id
-    if not matches:
-        raise UsageError(
-            f"no club {ref!r}: name a peer (`federation peers list`) or give a club id"
-        )
-    if len(matches) > 1:
-        raise UsageError(f"{ref!r} names more than one club; give more of the club id")
-    return matches.pop()
+    """A club by name or id prefix (the one naming rule, node/naming.py)."""
+    return await naming.find_club(node, ref)
 
 
 def _make(fields: dict[str, object], *, first: bool) -> dict[str, object]:
@@ -284,7 +273,11 @@ async def post_update(
         _, event = await node.post(Kind.CAMPAIGN, fields, shown[-1].audience, shown[-1].name)
         return event.id
     audience = tuple(sorted(bytes.fromhex(c) for c in participants(o)))
-    _, event = await node.post(Kind.CAMPAIGN, fields, Audience("clubs", audience), campaign_name(o))
+    # The participants' log holds no `created` step (§3.7): the rails' campaign rule
+    # is for a club's own campaigns, so this step is posted unchecked.
+    _, event = await node.post(
+        Kind.CAMPAIGN, fields, Audience("clubs", audience), campaign_name(o), checked=False
+    )
     return event.id
 
 
@@ -295,7 +288,6 @@ async def delivery(node: Node, o: Outcome) -> dict[str, dict[str, object]]:
     sent it our log up to that version (store.meta delivery records: it took them).
     "unknown": neither, which is not proof it lacks them (another peer may relay).
     Route: "peer", "via" the peers whose rosters list it, or "none" (protocol.md §3.7)."""
-    peers = {p.club: p for p in await node.store.peers()}
     steps = {s.id.hex(): (s, h) for s, h, _ in await _proposal_events(node)}
     answered: dict[str, set[str]] = {}
     for s, _h in steps.values():
@@ -304,7 +296,9 @@ async def delivery(node: Node, o: Outcome) -> dict[str, dict[str, object]]:
             if p is not None:
                 answered.setdefault(s.club.hex(), set()).add(str(p.version or p.amends))
     result: dict[str, dict[str, object]] = {}
-    for club_hex in [c for c in (o.proposer, *o.invited) if c != node.club.hex()]:
+    others = [c for c in (o.proposer, *o.invited) if c != node.club.hex()]
+    reach = await rails.routes(node.store, [bytes.fromhex(c) for c in others])
+    for club_hex in others:
         club = bytes.fromhex(club_hex)
         versions: dict[str, str] = {}
         for v in o.versions:
@@ -317,13 +311,8 @@ async def delivery(node: Node, o: Outcome) -> dict[str, dict[str, object]]:
                 versions[v] = "sent"
             else:
                 versions[v] = "unknown"
-        via = []
-        for peer in peers.values():
-            roster: set[bytes] = set()
-            fold_roster(roster, await node.store.events(roster_log_id(peer.club), 0, PAGE_EVENTS))
-            if club in roster:
-                via.append(peer.name)
-        route = "peer" if club in peers else ("via " + ", ".join(sorted(via)) if via else "none")
+        via = reach[club]  # the one rule of a route, shared with `post` (node/rails.py)
+        route = "peer" if via == ["peer"] else ("via " + ", ".join(via) if via else "none")
         result[club_hex] = {"versions": versions, "route": route}
     return result
 

@@ -1,9 +1,13 @@
 """The running node's shared state: what the peer API and the sync loops both read.
 
 It caches what every request needs (logs and heads, peers, every club's roster)
-and refreshes the cache whenever the store changes: through our own ingest, or
-through another process such as `federation post`, which SQLite's data_version
-reveals (polled every STORE_POLL_S). Waiters on `changed` are woken each time.
+and refreshes the cache whenever the store changes, waking every waiter on
+`changed` (long-polls, follow loops, the feed): at once after our own ingest and
+after every command the control socket carries out (`post`, `erase`, `peers`, ...:
+node/control.py), so a new event is pushed to waiting peers without a poll
+(protocol.md §6.5). Only a process writing to the store directly while the node
+runs (`import`, `sync`, `rebuild`) is noticed by polling SQLite's data_version,
+every STORE_POLL_S.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from federation.core.crypto import SigningKey
 from federation.core.events import Head
 from federation.core.keys import KeyAuthority
 from federation.core.selection import KnownRoster, fold_roster, may_receive, roster_log_id
+from federation.errors import FederationError
+from federation.node import keylog
 from federation.node.node import Node
 from federation.node.system import Clock
 from federation.store import base as store_base
@@ -26,9 +32,11 @@ from federation.store.base import LogRecord, PeerRecord, Store
 from federation.sync.auth import ReplayGuard
 from federation.sync.quota import Limits, Quota
 
-# How often to look for commits by other processes (e.g. `federation post`): a new
-# event reaches the peers' long-polls within about this long.
-STORE_POLL_S = 0.2
+# How often to look for commits by other processes. The commands that write while
+# the node runs go through it (node/control.py) and wake waiters at once; what is
+# left (`import`, `sync`, `rebuild` run beside the node) is rare and not urgent, so
+# the poll is slow: it costs an idle node a query a second, not five.
+STORE_POLL_S = 1.0
 # Requesters whose view of our logs is kept between two changes: our peers and the
 # anonymous reader; anyone else is computed afresh (strangers cannot fill memory).
 MAX_VISIBLE_KEPT = 256
@@ -85,6 +93,10 @@ class Runtime:
         self.genesis = {c: canonical.decode_genesis(g) for c, g in self.genesis_raw.items()}
         self.node.genesis = self.genesis
         self.logs = {r.id: r for r in await self.store.logs()}
+        # Each club's key epochs (protocol.md §2.2): what request tokens are checked by.
+        held = {log for log, r in self.logs.items() if r.head is not None}
+        self.node.histories = await keylog.load_histories(self.store, self.genesis, held)
+        self._follow_key_change()
         self.missing = await self.store.missing_payloads()
         self.peers = {p.club: p for p in await self.store.peers()}
         blocked = frozenset(await self.store.blocked())
@@ -130,6 +142,16 @@ class Runtime:
         self.version += 1
         async with self.changed:
             self.changed.notify_all()
+
+    def _follow_key_change(self) -> None:
+        """Our club's key changed (`federation key rotate`, maybe in another process,
+        protocol.md §2.2): sign with the key in force from now on. A node whose key was
+        revoked keeps the key it has, which its peers now refuse."""
+        current = KeyAuthority(self.genesis, self.node.histories).signing_key(self.club)
+        if current is None or current == self.key.public:
+            return
+        with contextlib.suppress(FederationError):
+            self.key = self.node.reload_key()
 
     async def watch_store(self) -> None:
         """Refresh whenever another process commits to the store."""
@@ -232,5 +254,7 @@ class Runtime:
         return 0 if cap is None else cap.seq
 
     def authorized(self, club: bytes, key: bytes) -> bool:
-        """protocol.md §2.2, decided by `core.keys`, over the clubs this node holds."""
-        return KeyAuthority(self.genesis).may_sign(club, key)
+        """Who may sign a request for a club (protocol.md §5.2), decided by `core.keys`
+        over the clubs this node holds: the club's current key only, so after a
+        revocation the seized key's requests are served as anonymous (§2.2)."""
+        return KeyAuthority(self.genesis, self.node.histories).is_signing_key(club, key)

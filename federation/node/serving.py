@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+from federation.core.keys import key_log_id
 from federation.node.runtime import Runtime
 from federation.node.system import Clock
 from federation.store.meta import record_delivery
@@ -49,6 +50,10 @@ def events(rt: Runtime, requester: bytes | None, want: Want) -> AsyncGenerator[M
     status to answer); the answer is read from the store as it is sent."""
     visible = rt.visible(requester)
     plan = serve.plan(want, rt.heads(visible))
+    # A club's key log goes first (protocol.md §2.2, §6.3): the receiver then knows the
+    # club's keys before it verifies the club's other logs of this answer.
+    keys = {key_log_id(club) for club in {visible[entry.log].club for entry in plan}}
+    plan.sort(key=lambda entry: entry.log not in keys)
     sent: dict[bytes, int] = {}  # our own logs: the last seq this answer sent
 
     async def read(log: bytes, after: int, limit: int) -> serve.Page:

@@ -75,6 +75,21 @@ class ForkRecord(msgspec.Struct, frozen=True):
     ours: bytes
     theirs: bytes
     detected_us: int
+    # A later key event's cut left both events outside their key's window (protocol.md
+    # §2.2): the club carried the log on, and the log is no longer frozen for it.
+    resolved: bool = False
+
+
+class HeldEvent(msgspec.Struct, frozen=True):
+    """An event moved out of its log because its key may not sign it there (a key
+    event's cut, protocol.md §2.2): kept as evidence, never served or relayed."""
+
+    club: bytes
+    log: bytes
+    seq: int
+    signed: bytes
+    reason: str
+    held_us: int
 
 
 class PeerStatus(msgspec.Struct, frozen=True):
@@ -177,6 +192,18 @@ class LogStore(Protocol):
 
     async def record_fork(self, fork: ForkRecord) -> None: ...
     async def forks(self) -> list[ForkRecord]: ...
+
+    async def hold_apart(self, log: bytes, from_seq: int, reason: str, held_us: int) -> int:
+        """Move the log's events from `from_seq` on out of it, into the held-apart
+        evidence, in one transaction (protocol.md §2.2): the head becomes the event
+        before; forks of the log at or after `from_seq` are resolved, and the log is
+        unfrozen once none is left; the views fold the log again. Returns how many
+        events moved."""
+        ...
+
+    async def held_apart(self) -> list[HeldEvent]:
+        """The events moved out of their logs, oldest first (never served)."""
+        ...
 
     async def block_club(self, club: bytes, blocked_us: int) -> int:
         """Drop the club's logs, events, read positions and genesis, and refuse them

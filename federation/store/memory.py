@@ -13,6 +13,7 @@ from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
 from federation.store.base import (
     ForkRecord,
+    HeldEvent,
     LogRecord,
     PeerRecord,
     PeerStatus,
@@ -29,6 +30,7 @@ class MemoryStore:
         self._by_id: dict[bytes, tuple[bytes, int]] = {}
         self._frozen: set[bytes] = set()
         self._forks: list[ForkRecord] = []
+        self._held: list[HeldEvent] = []
         self._positions: dict[bytes, int] = {}
         self._items: dict[tuple[str, str], bytes] = {}
         self._meta: dict[str, bytes] = {}
@@ -228,6 +230,31 @@ class MemoryStore:
 
     async def forks(self) -> list[ForkRecord]:
         return list(self._forks)
+
+    async def hold_apart(self, log: bytes, from_seq: int, reason: str, held_us: int) -> int:
+        self._check_open()
+        events = self._events.get(log, [])
+        if from_seq < 1 or from_seq > len(events):
+            return 0
+        moved = events[from_seq - 1 :]
+        del events[from_seq - 1 :]
+        club = canonical.decode_log(self._logs[log]).club
+        for e in moved:
+            self._by_id.pop(e.id, None)
+            self._missing.discard((log, e.header.seq))
+            self._erased.pop((log, e.header.seq), None)
+            self._held.append(HeldEvent(club, log, e.header.seq, e.signed, reason, held_us))
+        self._forks = [
+            msgspec.structs.replace(f, resolved=True) if f.log == log and f.seq >= from_seq else f
+            for f in self._forks
+        ]
+        if not any(f.log == log and not f.resolved for f in self._forks):
+            self._frozen.discard(log)
+        self._positions.pop(log, None)
+        return len(moved)
+
+    async def held_apart(self) -> list[HeldEvent]:
+        return list(self._held)
 
     async def block_club(self, club: bytes, blocked_us: int) -> int:
         self._check_open()

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from federation.errors import StoreError
 from federation.store.base import PeerStore
 
 _GUARD_PREFIX = "own_behind:"
@@ -131,3 +132,120 @@ async def delivered(store: PeerStore, peer: bytes, log: bytes) -> int:
     """The last seq of our log `log` this node sent `peer` (0: none)."""
     held = await store.get_meta(_delivery_key(peer, log))
     return 0 if held is None else int.from_bytes(held)
+
+
+# A node restored from a backup (protocol.md §3.6): for each of the club's own logs, the
+# seq it held when restored. `Node.post` refuses such a log until a peer has shown it
+# that log's head as an event of its own (`node/follow.py`), or the operator declares
+# that no other node holds it (`federation declare-no-copies`). The entry for b""
+# (NEW_LOGS) stands for logs the node did not hold when restored: the lost writes may
+# have opened one. One key, a JSON object of log id (hex) to seq, -1 once confirmed;
+# absent or empty: nothing waits.
+_RESTORED_KEY = "restored"
+NEW_LOGS = b""
+_CONFIRMED = -1
+_restored_decoder = msgspec.json.Decoder(dict[str, int])
+
+
+async def _restore_record(store: PeerStore) -> dict[bytes, int]:
+    value = await store.get_meta(_RESTORED_KEY)
+    if not value:
+        return {}
+    try:
+        return {bytes.fromhex(k): v for k, v in _restored_decoder.decode(value).items()}
+    except (msgspec.DecodeError, ValueError):
+        # Unknown is not "nothing waits": fail closed (DESIGN principle 16).
+        raise StoreError(
+            "the store's restore record is unreadable; run `federation declare-no-copies "
+            "--all` once you have synced with every peer"
+        ) from None
+
+
+async def restored_logs(store: PeerStore) -> dict[bytes, int]:
+    """The own logs still waiting after a restore, with the seq each held then
+    (NEW_LOGS: logs this node did not hold then)."""
+    return {log: seq for log, seq in (await _restore_record(store)).items() if seq >= 0}
+
+
+async def waits_after_restore(store: PeerStore, log: bytes) -> int | None:
+    """If `log` may not be written yet after a restore: the seq it held then (0 for a
+    log it did not hold). None: it may be written."""
+    record = await _restore_record(store)
+    if not record:
+        return None
+    seq = record.get(log, record.get(NEW_LOGS, _CONFIRMED))
+    return None if seq < 0 else seq
+
+
+async def mark_restored(store: PeerStore, heads: dict[bytes, int]) -> None:
+    await _write_record(store, {NEW_LOGS: 0, **heads})
+
+
+async def _write_record(store: PeerStore, record: dict[bytes, int]) -> None:
+    value = b""  # every log confirmed: nothing waits any more
+    if any(seq >= 0 for seq in record.values()):
+        value = msgspec.json.encode({log.hex(): seq for log, seq in sorted(record.items())})
+    await store.set_meta(_RESTORED_KEY, value)
+
+
+async def confirm_restored(store: PeerStore, logs: Iterable[bytes]) -> list[bytes]:
+    """Stop holding back `logs` (a peer showed their heads, or the operator declared
+    there are no other copies; NEW_LOGS for logs made after the restore); returns those
+    that were waiting."""
+    record = await _restore_record(store)
+    done = [log for log in dict.fromkeys(logs) if record.get(log, _CONFIRMED) >= 0]
+    if done:
+        record.update(dict.fromkeys(done, _CONFIRMED))
+        await _write_record(store, record)
+    return done
+
+
+# Held by a peer (node/delivery.py): per peer and per log of our own, the highest seq
+# the peer's own frontier, in its answer to our request, showed with our event's id at
+# that seq, and when. Its word, not signed evidence (DESIGN principle 15): it may only
+# be shown (`status`, `show`), never acted on. Value: seq and time_us, 8 bytes each.
+_HELD_PREFIX = "held:"
+
+
+class Held(msgspec.Struct, frozen=True):
+    seq: int = 0
+    seen_us: int = 0
+
+
+def _held_key(peer: bytes, log: bytes) -> str:
+    return f"{_HELD_PREFIX}{log.hex()}:{peer.hex()}"
+
+
+async def read_held(store: PeerStore, peer: bytes, log: bytes) -> Held:
+    value = await store.get_meta(_held_key(peer, log))
+    if not value or len(value) != 16:
+        return Held()
+    return Held(int.from_bytes(value[:8]), int.from_bytes(value[8:]))
+
+
+async def write_held(store: PeerStore, peer: bytes, log: bytes, held: Held) -> None:
+    await store.set_meta(_held_key(peer, log), held.seq.to_bytes(8) + held.seen_us.to_bytes(8))
+
+
+# A peer that no longer accepts our requests (node/delivery.py): since when, and why
+# in words. Empty: it accepts them (or we never saw otherwise). Value: "since\nwhy",
+# the reason last: it may quote the peer's own error text.
+_REFUSAL_PREFIX = "refused_by:"
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    since_us: int
+    why: str
+
+
+async def read_refusal(store: PeerStore, peer: bytes) -> Refusal | None:
+    value = await store.get_meta(f"{_REFUSAL_PREFIX}{peer.hex()}")
+    if not value:
+        return None
+    since, _, why = value.decode(errors="replace").partition("\n")
+    return Refusal(int(since) if since.isdigit() else 0, why)
+
+
+async def write_refusal(store: PeerStore, peer: bytes, refusal: Refusal | None) -> None:
+    value = b"" if refusal is None else f"{refusal.since_us}\n{refusal.why}".encode()
+    await store.set_meta(f"{_REFUSAL_PREFIX}{peer.hex()}", value)

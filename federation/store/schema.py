@@ -96,6 +96,21 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE blocked (club BLOB PRIMARY KEY, blocked_us INTEGER NOT NULL);
     """,
+    # 7: key events (protocol.md §2.2). Events a key may not sign where they stand are
+    # moved out of their logs into `held_apart` (evidence, never served); a fork whose
+    # both events fell outside their key's window is `resolved`.
+    """
+    CREATE TABLE held_apart (
+        log BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        club BLOB NOT NULL,
+        signed BLOB NOT NULL,
+        payload BLOB,
+        reason TEXT NOT NULL,
+        held_us INTEGER NOT NULL
+    );
+    ALTER TABLE fork ADD COLUMN resolved INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

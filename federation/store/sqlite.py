@@ -7,22 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from sqlite3 import Connection as StdlibConnection
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import msgspec
+
+# SQLCipher's DB-API mirrors sqlite3 (its own exception classes): every connection of
+# the store goes through it, keyed or not (store.cipher).
+from sqlcipher3 import dbapi2 as sqlite3
 
 from federation.core import canonical, payloads
 from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
 from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError, StoreError
+from federation.store import cipher
 from federation.store.base import (
     ForkRecord,
+    HeldEvent,
     LogRecord,
     PeerRecord,
     PeerStatus,
@@ -111,17 +117,36 @@ class SqliteStore:
             return await self._db.execute(sql, parameters)
 
     @classmethod
-    async def open(cls, path: Path | str, *, create: bool = False) -> SqliteStore:
+    async def open(
+        cls, path: Path | str, *, create: bool = False, key: bytes | None = None
+    ) -> SqliteStore:
+        """`key`: the 32-byte store key (store.cipher); None opens a plain SQLite file."""
         path = Path(path)
         if not create and not path.exists():
             raise StoreError(
                 f"no store at {path}; is this a node directory? (`federation init` makes one)",
                 path=str(path),
             )
+        if not path.exists():
+            cipher.create_private(path)
+        cipher.make_private(path)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            # aiosqlite takes a connector (its `connect` would use the stdlib's sqlite3);
+            # SQLCipher's connection has the same DB-API.
+            connector = cast(
+                "Callable[[], StdlibConnection]", lambda: cipher.connect(path, key, check=False)
+            )
+            db = await aiosqlite.Connection(connector, 64)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}", path=str(path)) from exc
+        try:  # the key works (or, with no key, the file is plain SQLite)
+            await db.execute(cipher.CHECK_KEY)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise cipher.unreadable(path, key, exc) from None
+        except BaseException:
+            await db.close()
+            raise
         store = cls(db, path)
         try:
             await store._setup()
@@ -147,6 +172,8 @@ class SqliteStore:
         # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        # Sorts and temporary tables stay in memory: nothing of the store in a temp file.
+        await db.execute("PRAGMA temp_store = MEMORY")
         try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions
             await db.execute("SELECT sum(value) OVER (ORDER BY key) FROM json_each('[1]')")
         except sqlite3.OperationalError as exc:
@@ -224,13 +251,13 @@ class SqliteStore:
             await db.execute("INSERT INTO log (id, descriptor) VALUES (?, ?)", (log, descriptor))
 
     @staticmethod
-    def _log_record(row: sqlite3.Row | tuple[object, ...]) -> LogRecord:
+    def _log_record(row: Any) -> LogRecord:  # a row of SQLCipher's or aiosqlite's type
         log, descriptor, head_seq, head_id, frozen = row
         assert isinstance(descriptor, bytes)
         assert isinstance(head_seq, int)
         d = canonical.decode_log(descriptor)
         head = Head(head_seq, bytes(head_id)) if head_seq and isinstance(head_id, bytes) else None
-        return LogRecord(bytes(log), descriptor, d.club, d.name, d.audience, head, bool(frozen))  # type: ignore[arg-type]
+        return LogRecord(bytes(log), descriptor, d.club, d.name, d.audience, head, bool(frozen))
 
     async def logs(self) -> list[LogRecord]:
         rows = await self._db.execute_fetchall(
@@ -547,10 +574,60 @@ class SqliteStore:
 
     async def forks(self) -> list[ForkRecord]:
         rows = await self._db.execute_fetchall(
-            "SELECT club, log, seq, ours, theirs, detected_us FROM fork ORDER BY detected_us"
+            "SELECT club, log, seq, ours, theirs, detected_us, resolved FROM fork "
+            "ORDER BY detected_us"
         )
         return [
-            ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d) for c, lg, s, o, t, d in rows
+            ForkRecord(bytes(c), bytes(lg), s, bytes(o), bytes(t), d, bool(r))
+            for c, lg, s, o, t, d, r in rows
+        ]
+
+    async def hold_apart(self, log: bytes, from_seq: int, reason: str, held_us: int) -> int:
+        n = await self._log_number(log)
+        if n is None or not 1 <= from_seq <= MAX_SEQ:
+            return 0
+        lo, hi = (n << SEQ_BITS) | from_seq, (n << SEQ_BITS) | MAX_SEQ
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT k, signed, payload FROM event WHERE k >= ? AND k <= ? ORDER BY k",
+                    (lo, hi),
+                )
+            )
+            if not rows:
+                return 0
+            club = canonical.decode_header(bytes(rows[0][1])).club
+            await db.executemany(
+                "INSERT INTO held_apart (log, seq, club, signed, payload, reason, held_us) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(log, k & MAX_SEQ, club, sg, p, reason, held_us) for k, sg, p in rows],
+            )
+            for table in ("event", "payload_missing", "payload_erased"):
+                await db.execute(f"DELETE FROM {table} WHERE k >= ? AND k <= ?", (lo, hi))
+            first = bytes(rows[0][1])
+            prev = first[canonical.PREV_OFFSET : canonical.PREV_OFFSET + canonical.HASH_BYTES]
+            head_id = None if from_seq == 1 else prev
+            await db.execute(
+                "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?", (from_seq - 1, head_id, n)
+            )
+            await db.execute(
+                "UPDATE fork SET resolved = 1 WHERE log = ? AND seq >= ?", (log, from_seq)
+            )
+            await db.execute(
+                "UPDATE log SET frozen = 0 WHERE n = ? AND NOT EXISTS "
+                "(SELECT 1 FROM fork WHERE fork.log = ? AND resolved = 0)",
+                (n, log),
+            )
+            await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
+        return len(rows)
+
+    async def held_apart(self) -> list[HeldEvent]:
+        rows = await self._db.execute_fetchall(
+            "SELECT club, log, seq, signed, reason, held_us FROM held_apart ORDER BY rowid"
+        )
+        return [
+            HeldEvent(bytes(c), bytes(lg), int(s), bytes(sg), str(r), int(h))
+            for c, lg, s, sg, r, h in rows
         ]
 
     # --- blocked clubs --------------------------------------------------------------
@@ -671,6 +748,40 @@ class SqliteStore:
         await self._write(
             "UPDATE peer SET status = ? WHERE club = ?", (_status_encoder.encode(status), club)
         )
+
+    # --- snapshot (federation backup) --------------------------------------------------
+
+    async def snapshot(self, path: Path) -> None:
+        """A consistent copy of the whole store at `path` (a new file), taken while other
+        connections (a running node's) read and write: the export runs in one read
+        transaction, so WAL writers go on. An encrypted store's copy is encrypted with
+        the same store key and settings (an attached database without KEY takes the
+        main one's key; the settings are set on it as `cipher.connect` sets them), so
+        it opens with the same key file; node/backup.py seals it with age besides."""
+        encrypted = not cipher.is_plaintext(self.path)
+        cipher.create_private(path)  # 0600 from the first byte, like the store
+        async with self._writing:
+            db = self._db
+            try:
+                await db.execute("ATTACH DATABASE ? AS snapshot", (str(path),))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot snapshot the store into {path}: {exc}") from exc
+            try:
+                if encrypted:
+                    for pragma in cipher.CIPHER_SETTINGS:
+                        await db.execute(pragma.replace("PRAGMA ", "PRAGMA snapshot.", 1))
+                await _to_the_end(db.execute("BEGIN"))
+                try:
+                    row = await (await db.execute("PRAGMA main.user_version")).fetchone()
+                    await db.execute("SELECT sqlcipher_export('snapshot')")
+                    # sqlcipher_export copies tables and rows, not the schema version.
+                    await db.execute(f"PRAGMA snapshot.user_version = {int((row or (0,))[0])}")
+                finally:
+                    await _to_the_end(db.execute("COMMIT"))
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot snapshot the store into {path}: {exc}") from exc
+            finally:
+                await _to_the_end(db.execute("DETACH DATABASE snapshot"))
 
     # --- meta -----------------------------------------------------------------------
 

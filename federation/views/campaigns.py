@@ -95,12 +95,35 @@ def key(event: VerifiedEvent, step: Campaign) -> str:
     return f"{event.header.club.hex()}/{event.header.log.hex()}/{step.campaign}"
 
 
+def unchanged(item: CampaignItem | None, step: Campaign) -> str | None:
+    """Why `step` would change nothing of the campaign `item` (None: not made yet),
+    or None if it changes it. The one rule of what changes a campaign: `apply` folds
+    by it, and `post` refuses a step it would fold away (node/rails.py)."""
+    if step.op == "created":
+        if item is None:
+            return None
+        state = "closed" if item.status == "closed" else "open"
+        return (
+            f"campaign {step.campaign!r} exists already in this log ({state}, created "
+            f"at seq {item.created_seq})"
+        )
+    if item is None:
+        return f"there is no campaign {step.campaign!r} in this log: post op created first"
+    if item.status == "closed":
+        return (
+            f"campaign {step.campaign!r} was closed at seq {item.updated_seq}: a closed "
+            "campaign takes no more steps"
+        )
+    return None
+
+
 def apply(item: CampaignItem | None, event: VerifiedEvent, step: Campaign) -> CampaignItem | None:
     """The campaign after one more of its steps, in seq order."""
     h = event.header
-    if step.op == "created":
-        if item is not None:
-            return item  # a second "created" for a live slug is ignored
+    if unchanged(item, step) is not None:
+        # A second "created" for a slug, a step before creation or after closing.
+        return item
+    if item is None:  # "created", the only step that starts a campaign
         return CampaignItem(
             club=h.club.hex(),
             log=h.log.hex(),
@@ -113,8 +136,6 @@ def apply(item: CampaignItem | None, event: VerifiedEvent, step: Campaign) -> Ca
             updates=0,
             joint=step.joint or "",
         )
-    if item is None or item.status == "closed":
-        return item  # updates before creation or after closing change nothing
     return msgspec.structs.replace(
         item,
         title=step.title if step.title is not None else item.title,

@@ -67,7 +67,8 @@ def atom(items: Sequence[FeedItem], *, title: str, base: str, self_url: str) -> 
 
 
 def calendar(actions: Sequence[Upcoming], *, name: str, base: str, now: dt.datetime) -> bytes:
-    """An iCalendar (RFC 5545) document of the upcoming actions."""
+    """An iCalendar (RFC 5545) document of the actions (upcoming ones, on the feed).
+    `base` "" (no feed address): no links, each action names its signed event by id."""
     cal = icalendar.Calendar()
     cal.add("prodid", PRODUCT_ID)
     cal.add("version", "2.0")
@@ -82,10 +83,12 @@ def calendar(actions: Sequence[Upcoming], *, name: str, base: str, now: dt.datet
         event.add("summary", f"{action.club_name}: {action.what}")
         if action.where:
             event.add("location", action.where)
-        event.add("url", f"{base}{action.event_url}")
-        event.add(
-            "description", f"Posted by {action.club_name}. Signed event: {base}{action.event_url}"
-        )
+        if base:
+            event.add("url", f"{base}{action.event_url}")
+            signed = f"{base}{action.event_url}"
+        else:  # written by `calendar --ics`, with no feed address: the event's id
+            signed = action.event
+        event.add("description", f"Posted by {action.club_name}. Signed event: {signed}")
         cal.add_component(event)
     data: bytes = cal.to_ical()
     return data

@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from federation.core.evidence import evidence_of
+from federation.core.keys import key_log_id
 from federation.errors import ConfigError
 from federation.node.runtime import Runtime
 from federation.node.tasks import open_task_group
@@ -227,9 +228,17 @@ async def event(request: web.Request) -> web.Response:
     found = None if entry is None else await index.rt.store.event_at(entry.log, entry.seq)
     record = None if entry is None else index.rt.logs.get(entry.log)
     genesis = None if entry is None else index.rt.genesis_raw.get(entry.club)
-    if found is None or found.id != ident or record is None or genesis is None:
+    if entry is None or found is None or found.id != ident or record is None or genesis is None:
         raise web.HTTPNotFound(text="no such public event here\n")
-    body = _json.encode(evidence_of(found, genesis, record.descriptor))
+    # A club that changed its key: its key events, and the log's first event id, let
+    # a reader check the key offline too (protocol.md §2.2).
+    store = index.rt.store
+    keys = [(e.signed, e.payload or b"") for e in await store.events(key_log_id(entry.club))]
+    first = await store.event_at(entry.log, 1) if keys else None
+    evidence = evidence_of(
+        found, genesis, record.descriptor, keys, None if first is None else first.id
+    )
+    body = _json.encode(evidence)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -336,7 +345,9 @@ async def open_feed(
     index = FeedIndex(rt)
     await index.update()
     app = make_feed_app(index, limits)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    # At a stop, a request still being answered gets a second (aiohttp waits 60 s by
+    # default, and `run` seemed to hang); live streams end at once (index.close).
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

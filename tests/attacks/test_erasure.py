@@ -20,7 +20,7 @@ from federation.cli import club as cli_club
 from federation.cli.output import Output
 from federation.core.canonical import Audience, Kind
 from federation.core.selection import roster_log_id
-from federation.errors import UsageError
+from federation.errors import ControlError
 from federation.node import peering, projector
 from federation.node.follow import RoundResult, sync_round
 from federation.node.ingest import open_ingest
@@ -67,7 +67,7 @@ async def test_the_origins_erasure_reaches_partners_and_their_downstream(
         out = await erase(o, mistake.id)
         assert out.data["everywhere"] is True
         assert out.data["received_by"] == [h.club.hex()], "h fetched it from o; d did not"
-        assert any("at least 1 club(s)" in line for line in out.lines)
+        assert any("at least 1 club had received" in line for line in out.lines)
         assert mistake.payload not in await o.payloads()
 
         # The erasure travels with the log: h takes it, then d from h.
@@ -107,8 +107,10 @@ async def test_a_roster_event_cannot_be_erased(tmp_path: Path) -> None:
         await fed.federate("o", "h")
         roster = roster_log_id(o.club)
         (added,) = await o.node.store.events(roster, 0, 10)
-        with pytest.raises(UsageError, match="cannot be erased"):
+        # Refused by the running node (node/control.py): its UsageError, carried back.
+        with pytest.raises(ControlError, match="cannot be erased") as refused:
             await erase(o, added.id)
+        assert (refused.value.kind, refused.value.exit_code) == ("UsageError", 2)
         # An erasure event naming it (signed by o, not through `erase`) erases nothing.
         fields = {"seq": 1, "event": added.id.hex()}
         await o.node.post(Kind.ERASURE, fields, Audience("federation"), "roster")

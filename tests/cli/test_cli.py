@@ -7,6 +7,7 @@ copied (a directory copy costs milliseconds) for every test that changes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -22,12 +23,25 @@ from typing import Any
 import pytest
 
 from federation.cli.main import NODE_ENV, main
-from federation.core import canonical
+from federation.core import canonical, crypto
 from federation.node.keyfile import PASSPHRASE_ENV
+from federation.node.node import Node
+from tests.store_access import readable_bytes
 
 PASSPHRASE = "correct horse battery"
-# Two partner clubs for the named audience, sorted as the audience's text form is.
-PARTNERS = sorted(canonical.sha256(b"partner %d" % i).hex() for i in range(2))
+
+
+def _partner_genesis(i: int) -> bytes:
+    key = crypto.SigningKey(canonical.sha256(b"partner key %d" % i))
+    recovery = canonical.sha256(b"partner recovery %d" % i)
+    return canonical.encode_genesis(canonical.Genesis(key.public, recovery, 1_780_000_000_000_000))
+
+
+# Two partner clubs for the named audience, sorted as the audience's text form is. A
+# post must name clubs the node knows (node/rails.py): the filled node holds their
+# genesis, as a sync from them would bring it.
+PARTNER_GENESIS = {canonical.club_id(g).hex(): g for g in map(_partner_genesis, range(2))}
+PARTNERS = sorted(PARTNER_GENESIS)
 AUDIENCES = ("private", "federation", "public", "clubs:" + ",".join(PARTNERS))
 KINDS = ("note", "action", "report", "campaign")
 
@@ -133,7 +147,8 @@ def post_args(kind: str, audience: str, i: int) -> list[str]:
             "--text",
             "bring flasks",
         ],
-        "report": ["--member", "ana", "--period", "2026-11", "--text", f"leafleted {i}"],
+        # --yes: a report into a public log needs it (node/rails.py), harmless elsewhere
+        "report": ["--member", "ana", "--period", "2026-11", "--text", f"leafleted {i}", "--yes"],
         "campaign": [
             "--campaign",
             f"rent-{i}",
@@ -148,8 +163,15 @@ def post_args(kind: str, audience: str, i: int) -> list[str]:
     return ["post", kind, "--audience", audience, "--json", *where[kind]]
 
 
+async def _know_partners(root: Path) -> None:
+    async with await Node.open(root) as node:
+        for club, genesis in PARTNER_GENESIS.items():
+            await node.store.put_club(bytes.fromhex(club), genesis)
+
+
 def make_filled(root: Path) -> Filled:
     club = ok(cli_quiet(root, "init", "--name", "Club A", "--plain-http")).out.split()[0]
+    asyncio.run(_know_partners(root))
     posted: dict[tuple[str, str], dict[str, Any]] = {}
     for i, audience in enumerate(AUDIENCES):
         for kind in KINDS:
@@ -179,6 +201,12 @@ def empty(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def all_actions(capsys: pytest.CaptureFixture[str], node: Path) -> list[dict[str, Any]]:
+    """The calendar, past and upcoming (the fixture's actions are dated, now moves on)."""
+    past = ok(cli(capsys, node, "calendar", "--past", "--json")).json()
+    return [*past, *ok(cli(capsys, node, "calendar", "--json")).json()]
+
+
 def all_events(capsys: pytest.CaptureFixture[str], node: Path, *args: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = ok(
         cli(capsys, node, "log", "--json", "--limit", "1000", *args)
@@ -197,8 +225,10 @@ def test_init_prints_the_club_id_and_refuses_to_overwrite(
     club = run.out.splitlines()[0]
     assert len(club) == 64
     assert bytes.fromhex(club)
-    assert "recovery.key" in run.out  # tells the operator to move the recovery key away
-    assert run.err == ""
+    # The recovery words are shown once, on stderr, and kept nowhere (protocol.md §2.1).
+    assert "recovery words: " in run.err
+    assert "NOT stored on this machine" in run.err
+    assert not (node / "recovery.key").exists()
     status = ok(cli(capsys, node, "status", "--json")).json()
     assert status["club"] == club
     assert status["name"] == "Tenants' Club"
@@ -246,7 +276,7 @@ def test_post_every_kind_into_every_audience(
     if ":" not in audience:
         assert posted["log_name"] == audience
     shown = ok(cli(capsys, filled.root, "show", posted["id"], "--json")).json()
-    assert shown == posted
+    assert {k: shown[k] for k in posted} == posted  # `show` adds delivery and names
     i = AUDIENCES.index(audience)
     expected = {
         "note": {"text": f"note {i} for {audience[:10]}"},
@@ -305,7 +335,10 @@ def test_log_lists_everything_and_filters(
     campaigns = all_events(capsys, filled.root, "--kind", "campaign", "--log", "federation")
     assert [e["payload"]["op"] for e in campaigns] == ["created", "updated", "closed"]
     assert all_events(capsys, filled.root, "--club", filled.club[:8]) == events
-    assert all_events(capsys, filled.root, "--club", "ffffffffff") == []
+    assert all_events(capsys, filled.root, "--club", "club a") == events  # by name too
+    unknown = cli(capsys, filled.root, "log", "--club", "ffffffffff")
+    assert unknown.code == 2  # a club nobody knows is named, not listed as empty
+    assert "no club 'ffffffffff' here" in unknown.error_line
 
     latest = ok(cli(capsys, filled.root, "log", "--json", "--limit", "3")).json()
     assert latest == events[-3:]
@@ -313,12 +346,15 @@ def test_log_lists_everything_and_filters(
 
 def test_log_for_people(capsys: pytest.CaptureFixture[str], filled: Filled) -> None:
     run = ok(cli(capsys, filled.root, "log", "--kind", "report", "--log", "private"))
-    (line,) = run.out.splitlines()
+    header, line = run.out.splitlines()  # a table: its header, then the one report
+    assert header.startswith("ID        TIME (")
     report = filled.posted["report", "private"]
-    assert line.startswith(report["id"][:12])
+    assert line.startswith(report["id"][:8])
+    assert "Club A" in line
     assert "private#3" in line
-    assert "ana 2026-11: leafleted 0" in line
-    empty = ok(cli(capsys, filled.root, "log", "--kind", "report", "--club", "ffffffff"))
+    assert "report: ana 2026-11: leafleted 0" in line
+    # A known club with no events here (an unknown one is an error: test_log_lists_…).
+    empty = ok(cli(capsys, filled.root, "log", "--kind", "report", "--club", PARTNERS[0][:8]))
     assert empty.out.splitlines() == ["no events"]
 
 
@@ -351,18 +387,19 @@ def test_status_json(capsys: pytest.CaptureFixture[str], filled: Filled) -> None
     assert heads["public"] == 5
     assert all(log["own"] and not log["frozen"] for log in status["logs"])
     people = ok(cli(capsys, filled.root, "status")).out
-    assert f"club     Club A  {filled.club}" in people
-    assert "key      encrypted with a passphrase" in people
+    assert f"club     Club A\nid       {filled.club}\n" in people
+    assert "key      club key and store key sealed with the passphrase" in people
 
 
 def test_verify_ok(capsys: pytest.CaptureFixture[str], filled: Filled) -> None:
     total = len(filled.posted) + len(filled.steps)
     run = ok(cli(capsys, filled.root, "verify"))
-    assert run.out.splitlines() == [f"verify ok: {total} events (0 erased) in 4 logs of 1 clubs"]
+    # 3 clubs: ours and the two partners whose genesis the filled node holds (no logs).
+    assert run.out.splitlines() == [f"verify ok: {total} events (0 erased) in 4 logs of 3 clubs"]
     data = ok(cli(capsys, filled.root, "verify", "--json")).json()
     assert data == {
         "ok": True,
-        "clubs": 1,
+        "clubs": 3,
         "logs": 4,
         "events": total,
         "erased": 0,
@@ -380,7 +417,7 @@ def test_erase_shows_erased_everywhere_and_still_verifies(
     node = copy_node(filled.root, tmp_path / "node")
     action = filled.posted["action", "federation"]
     report = filled.posted["report", "private"]
-    calendar_before = ok(cli(capsys, node, "calendar", "--json")).json()
+    calendar_before = all_actions(capsys, node)
     for event in (action, report):
         run = ok(cli(capsys, node, "erase", event["id"][:12], "--json"))
         # Our own event: erased everywhere, by an erasure event in its log (§3.5).
@@ -398,7 +435,7 @@ def test_erase_shows_erased_everywhere_and_still_verifies(
     assert shown["erased"] is True
     assert shown["payload"] is None
     # The signed header stays: the same bytes, the same hash and size it commits to.
-    assert {k: v for k, v in shown.items() if k not in ("erased", "payload")} == {
+    assert {k: v for k, v in shown.items() if k in action and k not in ("erased", "payload")} == {
         k: v for k, v in action.items() if k not in ("erased", "payload")
     }
     assert "payload       [erased]" in ok(cli(capsys, node, "show", report["id"])).out
@@ -408,21 +445,19 @@ def test_erase_shows_erased_everywhere_and_still_verifies(
     assert logged[report["id"]]["erased"]
     assert sum(e["erased"] for e in logged.values()) == 2
     people = ok(cli(capsys, node, "log", "--kind", "action")).out.splitlines()
-    (line,) = [ln for ln in people if ln.startswith(action["id"][:12])]
+    (line,) = [ln for ln in people if ln.startswith(action["id"][:8])]
     assert line.endswith("[erased]")
 
-    calendar = ok(cli(capsys, node, "calendar", "--json")).json()
-    assert len(calendar) == len(calendar_before) == len(AUDIENCES)
-    (item,) = [i for i in calendar if i["event"] == action["id"]]
-    assert item["erased"] is True
-    assert item["what"] == ""
-    assert item["starts"] is None
-    assert calendar[-1] == item  # erased items are listed last
-    assert f"{action['id'][:12]}  [erased]" in ok(cli(capsys, node, "calendar")).out
+    # An erased action has no time to be listed at: the calendar leaves it out.
+    calendar = all_actions(capsys, node)
+    assert len(calendar) == len(calendar_before) - 1 == len(AUDIENCES) - 1
+    assert action["id"] not in {i["event"] for i in calendar}
+    shown = ok(cli(capsys, node, "calendar", "--past")).out + ok(cli(capsys, node, "calendar")).out
+    assert "[erased]" not in shown
 
     run = ok(cli(capsys, node, "verify"))
     total = len(filled.posted) + len(filled.steps) + 2  # and the two erasure events
-    assert run.out.splitlines()[-1] == f"verify ok: {total} events (2 erased) in 4 logs of 1 clubs"
+    assert run.out.splitlines()[-1] == f"verify ok: {total} events (2 erased) in 4 logs of 3 clubs"
     # Erasing again changes nothing and is not an error.
     ok(cli(capsys, node, "erase", action["id"]))
     assert ok(cli(capsys, node, "verify", "--json")).json()["erased"] == 2
@@ -470,15 +505,17 @@ def test_campaigns_and_calendar(
         "created_seq": 4,
         "updated_seq": 6,
         "updates": 2,
+        "club_name": "Club A",  # added for people reading the JSON; the id stays
     }
     assert campaigns["rent-2"]["text"] == "march on Saturday"
     assert campaigns["rent-0"]["status"] == "open"
-    calendar = ok(cli(capsys, node, "calendar", "--json")).json()
+    calendar = all_actions(capsys, node)
     assert [c["what"] for c in calendar] == [f"Picket {i}" for i in range(len(AUDIENCES))]
     assert calendar[0]["starts"] == "2026-12-01T18:00:00Z"
     assert calendar[0]["ends"] == "2026-12-01T20:00:00+01:00"  # as posted, with its zone
-    people = ok(cli(capsys, node, "calendar")).out.splitlines()
-    assert people[0].endswith("2026-12-01 18:00 Picket 0 @ the depot (5 took part)")
+    people = ok(cli(capsys, node, "calendar", "--past")).out.splitlines()
+    assert people[1].startswith("2026-12-01 ")  # in the reader's zone, with its label
+    assert "Club A  Picket 0 (5 took part)  the depot" in people[1]
 
 
 def test_rebuild_gives_identical_campaigns_and_calendar(
@@ -486,16 +523,17 @@ def test_rebuild_gives_identical_campaigns_and_calendar(
 ) -> None:
     node = copy_node(filled.root, tmp_path / "node")
     campaigns = ok(cli(capsys, node, "campaigns", "--json")).out
-    calendar = ok(cli(capsys, node, "calendar", "--json")).out
+    calendar = ok(cli(capsys, node, "calendar", "--past", "--json")).out
     rebuilt = ok(cli(capsys, node, "rebuild", "--json")).json()
-    assert rebuilt == {"items": len(json.loads(campaigns)) + len(json.loads(calendar))}
+    actions = len(all_actions(capsys, node))
+    assert rebuilt == {"items": len(json.loads(campaigns)) + actions}
     assert ok(cli(capsys, node, "campaigns", "--json")).out == campaigns
-    assert ok(cli(capsys, node, "calendar", "--json")).out == calendar
+    assert ok(cli(capsys, node, "calendar", "--past", "--json")).out == calendar
     # A node that never folded anything rebuilds the same too.
     fresh = copy_node(filled.root, tmp_path / "fresh")
     ok(cli(capsys, fresh, "rebuild"))
     assert ok(cli(capsys, fresh, "campaigns", "--json")).out == campaigns
-    assert ok(cli(capsys, fresh, "calendar", "--json")).out == calendar
+    assert ok(cli(capsys, fresh, "calendar", "--past", "--json")).out == calendar
 
 
 # --- export and import ------------------------------------------------------------------
@@ -506,8 +544,9 @@ def test_export_then_import_into_a_second_node(
 ) -> None:
     source_events = all_events(capsys, filled.root)
     export = tmp_path / "club-a.jsonl"
-    run = ok(cli(capsys, filled.root, "export", "-o", str(export), "--json"))
-    assert run.json() == {"events": len(source_events), "logs": 4}
+    # --plain: JSON lines, for the test to read (sealed exports: tests/seized/).
+    run = ok(cli(capsys, filled.root, "export", "--plain", "-o", str(export), "--json"))
+    assert run.json() == {"events": len(source_events), "logs": 4, "encrypted": False}
     assert f"exported {len(source_events)} events in 4 logs to {export}" in run.err
     types = [json.loads(line)["type"] for line in export.read_bytes().splitlines()]
     assert types.count("club") == 1
@@ -537,12 +576,14 @@ def test_export_then_import_into_a_second_node(
     assert verified["ok"]
     assert verified["clubs"] == 2
     assert verified["events"] == len(source_events)
-    # The same signed events give the same campaigns and calendar on every node.
-    for what in ("campaigns", "calendar"):
-        assert (
-            ok(cli(capsys, node, what, "--json")).out
-            == ok(cli(capsys, filled.root, what, "--json")).out
+    # The same signed events give the same campaigns and calendar on every node (the
+    # club's name aside: a node names only the clubs it knows).
+    for what in (["campaigns"], ["calendar"], ["calendar", "--past"]):
+        here, there = (
+            [i | {"club_name": None} for i in ok(cli(capsys, n, *what, "--json")).json()]
+            for n in (node, filled.root)
         )
+        assert here == there
 
 
 def test_export_to_standard_output_by_log_and_audience(
@@ -555,7 +596,9 @@ def test_export_to_standard_output_by_log_and_audience(
     assert [line["seq"] for line in lines[2:]] == [1, 2, 3, 4, 5]
     by_name = ok(cli(capsys, filled.root, "export", "--log", "public"))
     assert by_name.out == run.out
-    named = ok(cli(capsys, filled.root, "export", "--audience", AUDIENCES[3])).out.splitlines()
+    named = ok(
+        cli(capsys, filled.root, "export", "--plain", "--audience", AUDIENCES[3])
+    ).out.splitlines()
     assert json.loads(named[1])["audience"] == AUDIENCES[3]
     assert len(named) == 2 + len(KINDS)
 
@@ -633,6 +676,7 @@ def test_init_with_a_passphrase_file_runs_unattended(
     monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
     secret = tmp_path / "passphrase"
     secret.write_text("a passphrase kept in a file\n")
+    secret.chmod(0o600)  # readable by others, it is refused (tests/store/test_encrypted.py)
     node = tmp_path / "node"
     ok(cli(capsys, node, "init", "--name", "Unattended", "--passphrase-file", str(secret)))
     assert 'passphrase = "file"' in (node / "config.toml").read_text()
@@ -652,6 +696,9 @@ def test_an_erased_payload_is_gone_from_the_store_files(
     secret = "a member's address, 14 Weir Court"
     posted = ok(cli(capsys, node, "post", "note", "--text", secret, "--json")).json()
     ok(cli(capsys, node, "erase", posted["id"]))
-    on_disk = b"".join(p.read_bytes() for p in node.glob("store.sqlite*"))
+    # The store is encrypted, so look at what it holds for whoever has its key too (the
+    # overwrite of freed pages, secure_delete, is shown on a plain store in
+    # tests/store/test_encrypted.py).
+    on_disk = readable_bytes(node)
     assert secret.encode() not in on_disk
     assert bytes.fromhex(posted["signed"]) in on_disk  # the signed header stays

@@ -10,6 +10,7 @@ from federation.core.selection import roster_log_id
 from federation.node.follow import sync_round
 from federation.store.sqlite import SqliteStore
 from tests.harness import Federation, Member
+from tests.store_access import node_store_key
 
 
 async def pull(member: Member, peer: Member) -> None:
@@ -37,7 +38,8 @@ async def test_rosters_fold_on_after_ingest_and_again_after_an_erase(tmp_path: P
         # Another process (the CLI) erases the event that added c, in b's store.
         events = await b.node.store.events(roster_log_id(a.club))
         (added_c,) = [e for e in events if e.payload and c.club.hex().encode() in e.payload]
-        async with await SqliteStore.open(b.root / "store.sqlite") as cli:
+        key = node_store_key(b.root)
+        async with await SqliteStore.open(b.root / "store.sqlite", key=key) as cli:
             assert await cli.erase(added_c.id)
         await rt.refresh(appended_only=True)  # as if an ingest had just committed
         # It refolds, and a roster event without its payload makes the roster unknown

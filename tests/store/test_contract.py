@@ -29,9 +29,14 @@ from tests.conftest import BASE_TIME_US, Club, run_of
 Opener = Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+# The store key of the encrypted runs: any 32 bytes (store.cipher).
+STORE_KEY = bytes(range(32))
+
+
+@pytest.fixture(params=["memory", "sqlite", "encrypted"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """Opens the store under test; for SQLite, each call reopens the same file."""
+    """Opens the store under test; for SQLite (plain, or SQLCipher with a store key as
+    a node opens it), each call reopens the same file."""
     if request.param == "memory":
         memory = MemoryStore()
 
@@ -40,8 +45,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 
         return open_memory
 
+    key = STORE_KEY if request.param == "encrypted" else None
+
     async def open_sqlite() -> Store:
-        return await SqliteStore.open(tmp_path / "store.sqlite", create=True)
+        return await SqliteStore.open(tmp_path / "store.sqlite", create=True, key=key)
 
     return open_sqlite
 

@@ -265,9 +265,11 @@ def test_sync_with_one_peer_once(clubs: Clubs) -> None:
 def test_sync_with_an_unreachable_peer_names_it_and_exits_1(clubs: Clubs) -> None:
     run = cli(clubs.node("b"), "sync", "Club d")
     assert run.code == 1, run
-    assert run.out.startswith("Club d: error: ")
-    assert "unreachable" in run.out
-    assert f"127.0.0.1:{clubs.ports['d']}" in run.out
+    assert run.out == ""  # a failure is on stderr, one line (issue 12)
+    (line,) = run.err.splitlines()
+    assert line.startswith("federation: error: Club d: ")
+    assert "unreachable" in line
+    assert f"127.0.0.1:{clubs.ports['d']}" in line
     results = cli(clubs.node("b"), "sync", "--json")  # every active peer: one fails
     assert results.code == 1
     by_peer = {r["peer"]: r for r in results.json()}
@@ -314,8 +316,8 @@ def test_a_stopped_node_is_reported_unreachable_by_name(clubs: Clubs) -> None:
     assert clubs.exits["c"] == 0  # Ctrl-C stops `federation run` promptly and cleanly
     run = cli(clubs.node("b"), "sync", "Club c")
     assert run.code == 1
-    assert "Club c" in run.out
-    assert "unreachable" in run.out
+    assert "Club c" in run.err
+    assert "unreachable" in run.err
     status = ok(cli(clubs.node("b"), "status", "--json")).json()
     (c,) = [p for p in status["peers"] if p["name"] == "Club c"]
     assert "unreachable" in c["last_error"]

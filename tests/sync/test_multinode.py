@@ -35,6 +35,7 @@ from federation.sync import messages
 from federation.sync.messages import Batch, FrameReader, Frontier, LogInfo, Want, WantLog
 from federation.web.peer_api import CONTENT_TYPE, EVENTS_PATH, FRONTIER_PATH
 from tests.harness import Federation, Member
+from tests.store_access import readable_bytes
 
 Heads = dict[bytes, Head]
 Graph = dict[str, set[str]]
@@ -289,13 +290,9 @@ def private_markers(member_name: str, events: list[VerifiedEvent]) -> list[bytes
 
 
 def store_bytes(member: Member) -> bytes:
-    """The node's SQLite files as they are on disk, write-ahead log included."""
-    data = b""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        path = member.root / f"store.sqlite{suffix}"
-        if path.exists():
-            data += path.read_bytes()
-    return data
+    """The node's store files as they are on disk, write-ahead log included, then what
+    they hold decrypted (the store is encrypted: a leak would show in the rows only)."""
+    return readable_bytes(member.root)
 
 
 def decoded(member: Member) -> list[tuple[int | None, messages.Message]]:

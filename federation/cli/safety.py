@@ -1,0 +1,449 @@
+"""The CLI's commands that keep a club safe from a seized machine: backup, restore,
+declare-no-copies, and recovery move-off; and the recovery sheet `init` shows.
+
+The rules live in node/backup.py, node/recovery.py and store/meta.py; these only
+read the secrets people type or keep, and say what was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import sys
+from pathlib import Path
+
+from federation.cli.output import Output, escape_unsafe, progress, say
+from federation.errors import UsageError
+from federation.node import agefile, archive, backup, recovery
+from federation.node.keyfile import (
+    PASSPHRASE_ENV,
+    open_key,
+    read_key_file,
+    read_passphrase_file,
+    write_private,
+)
+from federation.node.node import Node, NodePaths, load_config, prompt_passphrase
+from federation.node.system import random_bytes
+from federation.store.base import LogRecord
+from federation.store.meta import NEW_LOGS, confirm_restored, restored_logs
+
+# --- secrets people type ------------------------------------------------------------
+
+
+def age_passphrase(paths: NodePaths | None, *, confirm: bool) -> bytes:
+    """The passphrase an age file (export, backup) is sealed to or opened with: the
+    node's, from FEDERATION_PASSPHRASE or its passphrase file, else asked for."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        return env.encode()
+    if paths is not None:
+        config = load_config(paths)
+        if config.key.passphrase == "file":
+            return read_passphrase_file(paths.resolve(config.key.passphrase_file))
+    return prompt_passphrase(confirm=confirm)
+
+
+def opening_secrets(args: argparse.Namespace, paths: NodePaths | None) -> dict[str, object]:
+    """How to open an age file: --identity FILE, or a passphrase."""
+    if getattr(args, "identity", None):
+        return {"identities": agefile.read_identities(args.identity)}
+    return {"passphrase": age_passphrase(paths, confirm=False)}
+
+
+# --- the recovery sheet ---------------------------------------------------------------
+
+
+def recovery_sheet(club: bytes, name: str, seed: bytes, shares: tuple[int, int] | None) -> str:
+    """What `init` and `recovery move-off` show once: the recovery secret as words, or as
+    k-of-n shares, each line for one member (protocol.md §2.1)."""
+    head = [
+        # The name is the operator's own, but it is shown as any club text is (DESIGN 19).
+        f"RECOVERY SECRET of club “{escape_unsafe(name)}” ({club.hex()})",
+        "Write this down now: it is NOT stored on this machine, and is shown only once.",
+        "With it the club can revoke its signing key after a seizure and go on under a",
+        "new one; whoever holds it can do the same, so keep it apart from the node.",
+    ]
+    if shares is None:
+        body = [f"recovery words: {recovery.words(seed)}"]
+    else:
+        k, n = shares
+        head.append(
+            f"It is split in {n} shares: give each to a different member; any {k} of them "
+            f"together recover it, fewer than {k} reveal nothing."
+        )
+        body = [
+            f"share {i} of {n} (any {k} recover): {share}"
+            for i, share in enumerate(recovery.split(seed, k, n), start=1)
+        ]
+    return "\n".join([*head, "", *body, ""]) + "\n"
+
+
+def keep_sheet(sheet: str, out: str | None) -> list[str]:
+    """Show the sheet on stderr, or write it to a new 0600 file; the lines to print."""
+    if out is None:
+        sys.stderr.write(sheet)
+        sys.stderr.flush()
+        return []
+    try:
+        write_private(Path(out), sheet.encode())
+    except FileExistsError:
+        raise UsageError(f"{out} already exists; choose another --recovery-out") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+    return [
+        f"the recovery secret is in {out}: move it off this machine (print it, or copy it "
+        "to members) and delete it here; nothing on this node can revoke the club's key"
+    ]
+
+
+def check_sheet_target(out: str | None) -> None:
+    if out is not None and os.path.lexists(out):
+        raise UsageError(f"{out} already exists; choose another --recovery-out")
+
+
+def add_recovery_sheet_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--recovery-shares",
+        metavar="K/N",
+        help="split the recovery secret among N members, any K of whom recover it (e.g. 3/5)",
+    )
+    c.add_argument(
+        "--recovery-out",
+        metavar="FILE",
+        help="write the recovery secret to this new file (0600) instead of showing it",
+    )
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+async def status(node: Node) -> tuple[dict[str, object], list[str]]:
+    """What `status` shows of a restore (protocol.md §3.6) and of a recovery secret
+    still on the node (§2.1): its JSON fields and its lines."""
+    waiting = await restored_logs(node.store)
+    names = {r.id: r.name for r in await node.store.logs() if r.club == node.club}
+    on_node = node.paths.recovery_key.exists()
+    data: dict[str, object] = {
+        "restored_waiting": [
+            {"log": log.hex(), "name": names.get(log, ""), "seq": seq}
+            for log, seq in waiting.items()
+            if log != NEW_LOGS
+        ],
+        "recovery_key_on_node": on_node,
+    }
+    lines = []
+    shown = sorted(names[log] for log in waiting if log in names)
+    if shown:
+        lines.append(
+            f"HELD BACK after a restore: {', '.join(shown)}: a peer has not yet shown these "
+            "logs' heads; run `federation sync`, or, for a log no other node holds, "
+            "`federation declare-no-copies LOG`"
+        )
+    elif NEW_LOGS in waiting:
+        lines.append(
+            "HELD BACK after a restore: new logs wait for one sync with a peer "
+            "(`federation sync`), or `federation declare-no-copies --all`"
+        )
+    if on_node:
+        lines.append(
+            f"warning: {node.paths.recovery_key} is on this node: whoever takes the machine "
+            "and the passphrase can revoke the club's key; run `federation recovery move-off`"
+        )
+    return data, lines
+
+
+# --- recovery move-off ----------------------------------------------------------------
+
+
+def add_recovery_arguments(c: argparse.ArgumentParser) -> None:
+    sub = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    move = sub.add_parser(
+        "move-off",
+        help="show recovery.key as words (or shares), then delete it from this node",
+        description="show recovery.key as words (or shares), then delete it from this node",
+    )
+    move.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_recovery_sheet_arguments(move)
+    move.add_argument(
+        "--yes", action="store_true", help="do not ask whether the words were written down"
+    )
+
+
+def cmd_recovery(args: argparse.Namespace) -> Output:
+    paths = NodePaths(Path(args.node))
+    file = paths.recovery_key
+    if not file.exists():
+        raise UsageError(f"there is no {file}: the recovery secret is not on this node")
+    shares = recovery.parse_threshold(args.recovery_shares) if args.recovery_shares else None
+    check_sheet_target(args.recovery_out)
+    interactive = args.recovery_out is None and not args.yes
+    if interactive and not sys.stdin.isatty():
+        raise UsageError(
+            "no terminal to confirm the words were written down: give --yes, or "
+            "--recovery-out FILE; nothing was changed"
+        )
+    data = read_key_file(file)
+    passphrase = age_passphrase(paths, confirm=False)
+    sheet = asyncio.run(_sheet_of(paths, data, passphrase, shares))  # one prompt, for both
+    lines = keep_sheet(sheet, args.recovery_out)
+    if interactive:
+        answer = input("Type WRITTEN once the recovery secret is written down: ")
+        if answer.strip().upper() != "WRITTEN":
+            raise UsageError(f"not confirmed: {file} was kept; run the command again")
+    _shred(file)
+    lines.append(
+        f"deleted {file} (overwritten first): the club's recovery secret is no longer on "
+        "this node; keep the words (or shares) safe, apart from it"
+    )
+    return Output({"deleted": str(file), "shares": list(shares) if shares else None}, lines)
+
+
+async def _sheet_of(
+    paths: NodePaths, data: bytes, passphrase: bytes, shares: tuple[int, int] | None
+) -> str:
+    async with await Node.open(paths.root, passphrase=passphrase) as node:
+        key = open_key(data, node.club, passphrase, str(paths.recovery_key))
+        recovery.check_recovery(key, node.genesis[node.club])
+        return recovery_sheet(node.club, node.config.club.name, key.secret_bytes(), shares)
+
+
+def _shred(file: Path) -> None:
+    """Overwrite, then delete. On SSDs and journaling file systems old blocks may
+    survive (README): the sealed file was encrypted with the passphrase all along."""
+    size = file.stat().st_size
+    with open(file, "r+b") as f:
+        f.write(random_bytes(size))
+        f.flush()
+        os.fsync(f.fileno())
+    file.unlink()
+
+
+# --- export and import, sealed (protocol.md §8) -------------------------------------
+
+
+def add_export_sealing_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="AGE_RECIPIENT",
+        help="encrypt to this member's age key (age1…), repeatable; default: the passphrase",
+    )
+    c.add_argument(
+        "--plain",
+        action="store_true",
+        help="write JSON lines unencrypted even if non-public logs are in the export",
+    )
+
+
+async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) -> Output:
+    """Write `logs`: sealed with age when any is not public (or --to is given), unless
+    --plain; a file is created 0600 and never overwrites."""
+    if args.plain and args.to:
+        raise UsageError("--plain and --to contradict each other: choose one")
+    hidden = [r for r in logs if r.audience.kind != "public"]
+    recipients = agefile.parse_recipients(args.to)
+    sealed = bool(recipients) or (bool(hidden) and not args.plain)
+    to_file = bool(args.output) and args.output != "-"
+    where = args.output if to_file else "standard output"
+    if sealed and not to_file and sys.stdout.isatty():
+        raise UsageError(
+            "this export is encrypted (binary): give -o FILE, or --plain to write it unencrypted"
+        )
+    if to_file:
+        _check_new(args.output, "--output", "export")
+    if hidden and not sealed:
+        names = ", ".join(sorted({r.name for r in hidden}))
+        say(
+            f"federation: warning: --plain: writing {len(hidden)} non-public log(s) "
+            f"({names}) UNENCRYPTED to {where}: anyone who gets it reads them",
+            file=sys.stderr,
+        )
+    total = sum(r.head.seq for r in logs if r.head)
+    buffer = io.BytesIO()
+    with progress(total, "export") as advance:
+        count = await archive.export(node.store, buffer, logs, advance)
+    data = buffer.getvalue()
+    if sealed:
+        # The node's passphrase, given once when the node opened (no second prompt).
+        passphrase = (
+            None if recipients else node.passphrase or age_passphrase(node.paths, confirm=True)
+        )
+        data = agefile.seal(data, passphrase=passphrase, recipients=recipients)
+    if to_file:
+        _write_new(args.output, data, "--output")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    how = "encrypted (age)" if sealed else "unencrypted"
+    say(f"exported {count} events in {len(logs)} logs to {where}, {how}", file=sys.stderr)
+    return Output({"events": count, "logs": len(logs), "encrypted": sealed}, [])
+
+
+async def import_file(node: Node, args: argparse.Namespace) -> archive.ImportReport:
+    """Import an export file (or - for standard input), opening it first if sealed."""
+    data = _read_input(args.file)
+    if agefile.is_age(data):
+        what = "standard input" if args.file == "-" else args.file
+        data = agefile.open_sealed(data, what, **opening_secrets(args, node.paths))  # type: ignore[arg-type]
+    with progress(len(data) // 600, "import") as advance:
+        return await archive.import_lines(
+            node.store, node.genesis, io.BytesIO(data), node.clock(), advance
+        )
+
+
+def _check_new(path: str, option: str, command: str) -> None:
+    """Refuse, before any work, a file that exists or that cannot be created."""
+    if os.path.lexists(path):
+        raise UsageError(
+            f"{path} already exists and {command} never overwrites; choose another {option}"
+        )
+    if not Path(path).parent.is_dir():
+        raise UsageError(f"cannot write {path}: No such file or directory")
+
+
+def _write_new(path: str, data: bytes, option: str) -> None:
+    """Create `path` 0600 with `data`; never over an existing file."""
+    try:
+        write_private(Path(path), data)
+    except FileExistsError:
+        raise UsageError(f"{path} appeared meanwhile; choose another {option}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _read_input(file: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+
+
+# --- backup and restore ----------------------------------------------------------------
+
+
+def add_backup_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("-o", "--output", required=True, help="the backup file to write (new)")
+    c.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="AGE_RECIPIENT",
+        help="encrypt to this member's age key (age1…), repeatable; default: the passphrase",
+    )
+
+
+def cmd_backup(args: argparse.Namespace) -> Output:
+    paths = NodePaths(Path(args.node))
+    out = Path(args.output)
+    _check_new(args.output, "-o", "backup")
+    recipients = agefile.parse_recipients(args.to)
+    # The node's passphrase opens its store and, without --to, seals the backup.
+    passphrase = None if recipients else age_passphrase(paths, confirm=False)
+    plain, manifest = asyncio.run(_take_backup(paths, passphrase))
+    sealed = agefile.seal(plain, passphrase=passphrase, recipients=recipients)
+    backup.write_backup_file(out, sealed)
+    lines = [
+        f"backed up club “{manifest.name}” ({len(manifest.heads)} logs of its own) to {out}, "
+        + (
+            f"encrypted to {len(recipients)} age key(s)"
+            if recipients
+            else "encrypted with the passphrase"
+        ),
+        "restore it with `federation restore FILE NEWDIR`; a restored node writes again "
+        "only after a sync (protocol.md §3.6)",
+    ]
+    if paths.recovery_key.exists():
+        lines.append(
+            f"{paths.recovery_key} was left out: it belongs off the node "
+            "(`federation recovery move-off`)"
+        )
+    data = {"file": str(out), "club": manifest.club, "heads": manifest.heads}
+    return Output(data, lines)
+
+
+async def _take_backup(paths: NodePaths, passphrase: bytes | None) -> tuple[bytes, backup.Manifest]:
+    async with await Node.open(paths.root, passphrase=passphrase) as node:
+        return await backup.backup_bytes(node)
+
+
+def add_restore_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("file", metavar="FILE", help="the backup file")
+    c.add_argument("dir", metavar="DIR", help="the new node directory (must not hold anything)")
+    c.add_argument("--club", help="the club id (or its prefix) the backup must be of")
+    c.add_argument("--identity", metavar="FILE", help="age identity file, if sealed with --to")
+
+
+def cmd_restore(args: argparse.Namespace) -> Output:
+    target = Path(args.dir)
+    if backup.held_club(target) is None:
+        backup.check_target(target)  # a node there is named after decrypting, below
+    backup.check_size(Path(args.file))
+    sealed = _read_input(args.file)
+    if not agefile.is_age(sealed):
+        raise UsageError(f"{args.file} is not a federation backup (not an age file)")
+    secrets = opening_secrets(args, None)
+    plain = agefile.open_sealed(sealed, args.file, **secrets)  # type: ignore[arg-type]
+    manifest, files = backup.read_backup(plain, args.file)
+    backup.check_club(manifest, expect=args.club, target=target)
+    # The passphrase that opened the backup is the node's (one prompt), unless --to.
+    passphrase = secrets.get("passphrase")
+    assert passphrase is None or isinstance(passphrase, bytes)
+    report = backup.restore(manifest, files, target, passphrase=passphrase)
+    lines = [
+        f"restored club “{manifest.name}” into {target}: {report.events} events in "
+        f"{report.logs} logs verified",
+        "its own logs are held back until a peer shows their heads: run `federation sync`; "
+        "a log no other node holds (a private one) needs `federation declare-no-copies LOG`",
+    ]
+    data = {"club": manifest.club, "node": str(target), "heads": manifest.heads}
+    return Output(data, lines)
+
+
+# --- declare-no-copies -------------------------------------------------------------
+
+
+def add_declare_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("logs", nargs="*", metavar="LOG", help="a log of the club's own, by name")
+    c.add_argument(
+        "--all",
+        action="store_true",
+        help="every log still held back after the restore, and logs made since",
+    )
+
+
+async def cmd_declare(args: argparse.Namespace) -> Output:
+    if bool(args.logs) == bool(args.all):
+        raise UsageError("name the logs no other node holds (LOG ...), or give --all")
+    async with await Node.open(Path(args.node)) as node:
+        waiting = await restored_logs(node.store)
+        if not waiting:
+            return Output({"confirmed": []}, ["no log is held back after a restore"])
+        own = {r.name: r.id for r in await node.store.logs() if r.club == node.club}
+        if args.all:
+            chosen = list(waiting)
+        else:
+            unknown = [name for name in args.logs if name not in own]
+            if unknown:
+                raise UsageError(
+                    f"no log {unknown[0]!r} of this club; see its logs in `federation status`"
+                )
+            chosen = [own[name] for name in args.logs]
+        done = await confirm_restored(node.store, chosen)
+    names = {log: name for name, log in own.items()}
+    shown = [names.get(log, "logs made after the restore") for log in done]
+    lines = [
+        f"declared that no other node holds {', '.join(shown)}: "
+        + ("it" if len(shown) == 1 else "they")
+        + " may be written again"
+        if shown
+        else "nothing named was held back"
+    ]
+    return Output({"confirmed": [log.hex() for log in done]}, lines)
+
+
+def sheet_seed() -> bytes:
+    """A new recovery secret: the ed25519 seed of the recovery key (§2.1)."""
+    return random_bytes(recovery.SEED_BYTES)

@@ -1,0 +1,187 @@
+"""The club's own key events: `federation key rotate` and `federation key revoke`
+(protocol.md §2.2). The rule is `core.keys`; reading key logs and applying windows
+is `node.keylog`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from federation.core import crypto
+from federation.core.canonical import Audience, Kind, sha256
+from federation.core.events import Head, sign_event
+from federation.core.keys import (
+    CUT_ENTRY_BYTES,
+    KEY_LOG_NAME,
+    CutMark,
+    KeyHistory,
+    check_key_event,
+    padding_entries,
+    seal_cut,
+    with_event,
+)
+from federation.core.payloads import make_payload
+from federation.errors import UsageError
+from federation.node.keylog import apply_windows
+from federation.node.node import Node
+from federation.node.system import random_bytes
+from federation.store.base import PAGE_EVENTS
+
+# --- the club's own key events ----------------------------------------------------------
+
+
+class KeyChangeResult(msgspec.Struct, frozen=True):
+    """What `federation key rotate | revoke` did, for the CLI."""
+
+    action: str
+    old: bytes
+    new: bytes
+    seq: int  # the key event's seq in the keys log
+    event: bytes
+    logs: int  # logs the cut names
+    dropped: dict[str, int]  # own log name -> events of ours moved out (outside the window)
+
+
+async def own_cut(
+    node: Node, *, before_us: int | None = None, frozen_too: bool = True
+) -> tuple[list[CutMark], dict[str, int]]:
+    """The cut of our own logs: each log's head, or its last event made before
+    `before_us`; a frozen log (a fork) is cut just below its fork, so both branches
+    fall outside the old key's window and the log goes on (protocol.md §2.2). Returns
+    the marks and, per log name, how many of our events fall outside."""
+    forks: dict[bytes, int] = {}
+    if frozen_too:
+        for f in await node.store.forks():
+            if f.club == node.club and not f.resolved:
+                forks[f.log] = min(f.seq, forks.get(f.log, f.seq))
+    marks: list[CutMark] = []
+    dropped: dict[str, int] = {}
+    for record in await node.store.logs():
+        if record.club != node.club or record.head is None or record.name == KEY_LOG_NAME:
+            continue
+        last = record.head.seq
+        if record.id in forks:
+            last = forks[record.id] - 1
+        if before_us is not None:
+            last = min(last, await _last_before(node, record.id, before_us))
+        if last < record.head.seq:
+            dropped[record.name] = record.head.seq - last
+        if last == 0:
+            continue  # not named: the new key signs the log from seq 1
+        kept = await node.store.event_at(record.id, last)
+        first = await node.store.event_at(record.id, 1)
+        assert kept is not None
+        assert first is not None
+        marks.append(CutMark(record.id, first.id, last, kept.id))
+    return marks, dropped
+
+
+async def _last_before(node: Node, log: bytes, before_us: int) -> int:
+    last, after = 0, 0
+    while page := await node.store.events(log, after, PAGE_EVENTS):
+        for e in page:
+            if e.header.time_us >= before_us:
+                return last
+            last = e.header.seq
+        after = page[-1].header.seq
+    return last
+
+
+def _key_payload(action: str, new: bytes, old: bytes, n: int, marks: list[CutMark]) -> bytes:
+    padding = random_bytes(padding_entries(len(marks)) * CUT_ENTRY_BYTES)
+    cut = seal_cut(n, marks, padding)
+    return make_payload(
+        Kind.KEY,
+        {"action": action, "key": new.hex(), "revoked": old.hex(), "cut": [e.hex() for e in cut]},
+    )
+
+
+async def rotate(node: Node) -> KeyChangeResult:
+    """Hand the club over to a new signing key, signed by the key in force; every
+    frozen own log is cut below its fork and carried on (protocol.md §2.2)."""
+    old = node.unlock()
+    history = node.keys.history(node.club)
+    assert history is not None
+    marks, dropped = await own_cut(node)
+    return await _hand_over(node, "rotate", old, history, marks, dropped)
+
+
+async def revoke(
+    node: Node, recovery: crypto.SigningKey, *, before_us: int | None = None
+) -> KeyChangeResult:
+    """Revoke the key in this node's key file with the club's recovery key, from its
+    own heads or from `before_us`, and continue under a new key (protocol.md §2.2).
+    The revocation takes the keys-log seq right after the event that introduced the
+    revoked key: whatever the seizer added to the keys log after it is replaced."""
+    genesis = node.genesis[node.club]
+    if genesis.recovery == bytes(32):
+        raise UsageError("this club was made without a recovery key: it cannot revoke its key")
+    if sha256(recovery.public) != genesis.recovery:
+        raise UsageError(
+            "these words are not this club's recovery secret (its genesis names another "
+            "recovery key); nothing was changed"
+        )
+    if before_us is not None and before_us > node.clock():
+        when = dt.datetime.fromtimestamp(before_us / 1e6, dt.UTC).isoformat()
+        raise UsageError(
+            f"--before {when} is in the future: a revocation names a point the club's "
+            "logs have reached; nothing was changed"
+        )
+    seized = node.key_in_file()  # in force or not: a seizer may have rotated it away
+    history = node.keys.history(node.club)
+    assert history is not None
+    j = history.epoch_of(seized.public)
+    if j is None:
+        raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
+    marks, dropped = await own_cut(node, before_us=before_us)
+    base = KeyHistory(history.genesis, history.epochs[: j + 1])
+    return await _hand_over(node, "revoke", recovery, base, marks, dropped, revoked=seized.public)
+
+
+async def _hand_over(
+    node: Node,
+    action: str,
+    signer: crypto.SigningKey,
+    base: KeyHistory,
+    marks: list[CutMark],
+    dropped: dict[str, int],
+    *,
+    revoked: bytes | None = None,
+) -> KeyChangeResult:
+    old = revoked if revoked is not None else signer.public
+    record = await node.own_log(Audience("public"), KEY_LOG_NAME)
+    n = base.current.n + 1
+    head: Head | None = None
+    if n > 1:
+        before = await node.store.event_at(record.id, n - 1)
+        assert before is not None
+        head = Head(n - 1, before.id)
+    new = crypto.SigningKey(random_bytes(crypto.SECRET_KEY_BYTES))
+    payload = _key_payload(action, new.public, old, n, marks)
+    event = sign_event(
+        signer,
+        club=node.club,
+        log=record.id,
+        head=head,
+        time_us=node.clock(),
+        kind=Kind.KEY,
+        payload=payload,
+    )
+    # Our own rule first, before anything is written (core.keys, §2.2).
+    epoch = check_key_event(base, event.header, payload)
+    history = with_event(base, epoch, event.id, event.header.time_us)
+    node.stage_signing_key(new)  # crash-safe: club.key.next, finished or rolled back at unlock
+    now = node.clock()
+    if record.head is not None and record.head.seq >= n:  # the seizer's own key events
+        await node.store.hold_apart(
+            record.id,
+            n,
+            f"replaced by the club's revocation at seq {n} of its keys log",
+            now,
+        )
+    await node.store.append([event])
+    node.replace_signing_key(new)
+    await node.load_clubs()
+    await apply_windows(node.store, history, node.club, now)
+    return KeyChangeResult(action, old, new.public, n, event.id, len(marks), dropped)
