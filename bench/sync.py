@@ -43,7 +43,7 @@ DEFAULT_SYNC_EVENTS = 1_000_000
 BASELINE_RUNS = 1
 NO_CHANGE_ROUNDS = 20
 _REPO = Path(__file__).resolve().parent.parent
-_STORE = "SQLCipher (AES-256, HMAC-SHA512, raw key) WAL synchronous=FULL"
+_STORE = "SQLCipher (AES-256, HMAC-SHA256, raw key) WAL synchronous=FULL"
 
 
 def _progress(line: str) -> None:
