@@ -9,7 +9,6 @@ here and never stored. `status` shows the key in use and the club's key events.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from federation.cli.output import Output
 from federation.core import crypto
 from federation.core.ids import short
+from federation.core.when import zoned_time
 from federation.errors import UsageError
 from federation.node import keys as node_keys
 from federation.node import recovery
@@ -77,15 +77,7 @@ def recovery_key(args: argparse.Namespace) -> crypto.SigningKey:
 def _before(text: str | None) -> int | None:
     if text is None:
         return None
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--before takes an RFC 3339 time, e.g. 2026-12-01T18:00+00:00; got {text!r}"
-        ) from None
-    if t.tzinfo is None:
-        raise UsageError("--before needs a time zone, e.g. 2026-12-01T18:00+00:00")
-    return int(t.timestamp() * 1_000_000)
+    return int(zoned_time(text, "--before").timestamp() * 1_000_000)
 
 
 def _result(result: node_keys.KeyChangeResult) -> Output:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import json
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 
 from federation.cli.output import Output, say
+from federation.core.when import zoned_time
 from federation.errors import ControlError, UsageError
 from federation.node.control_client import call
 
@@ -56,15 +56,7 @@ _POST_FIELDS: dict[str, list[tuple[str, str, type]]] = {
 
 def _datetime(option: str, text: str) -> str:
     """`text` as an ISO 8601 time with its zone, in the form the payload keeps."""
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"--{option} {text!r} is not a date and time; use e.g. 2026-12-01T18:00+00:00"
-        ) from None
-    if value.tzinfo is None:
-        raise UsageError(f"--{option} needs a time zone, e.g. 2026-12-01T18:00+00:00")
-    return value.isoformat()
+    return zoned_time(text, f"--{option}").isoformat()
 
 
 def add_post_arguments(c: argparse.ArgumentParser) -> None:

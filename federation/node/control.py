@@ -39,6 +39,7 @@ import msgspec
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent
 from federation.core.payloads import UNERASABLE_KINDS, kind_from_name
+from federation.core.when import zoned_time
 from federation.errors import FederationError, UsageError
 from federation.node import blocking, naming, peering, projector, proposals, rails
 from federation.node.blocking import BlockedClub
@@ -237,13 +238,7 @@ async def _erase(node: Node, ref: str) -> Erased:
 
 
 def _time(text: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a date-time; use e.g. 2026-12-20T18:00Z") from None
-    if t.tzinfo is None:
-        raise UsageError(f"{text!r} needs a time zone, e.g. 2026-12-20T18:00Z")
-    return t
+    return zoned_time(text, "time")
 
 
 async def _changes(node: Node, step: ProposalStep) -> dict[str, object]:
