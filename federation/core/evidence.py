@@ -71,12 +71,19 @@ class Evidence(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
 
 
 def _history(doc: Evidence, genesis: Genesis, club: bytes) -> KeyHistory:
-    """The club's epochs from the key events the document carries, each checked on
-    its own and by the rule of §2.2, in key-log order from seq 1."""
+    return carried_history(genesis, club, [(k.signed, k.payload) for k in doc.keys])
+
+
+def carried_history(
+    genesis: Genesis, club: bytes, carried: Sequence[tuple[bytes, bytes]]
+) -> KeyHistory:
+    """The club's epochs from key events a document carries (signed header, payload),
+    each checked on its own and by the rule of §2.2, in key-log order from seq 1: an
+    evidence document (§2.2) and an agreement record (§3.8) both rely on it."""
     history = KeyHistory.of(genesis)
     head = canonical.ZERO_HASH
-    for n, carried in enumerate(doc.keys, start=1):
-        e = verify_event(carried.signed, carried.payload, lambda c, k: c == club)
+    for n, (signed, payload) in enumerate(carried, start=1):
+        e = verify_event(signed, payload, lambda c, k: c == club)
         h = e.header
         if h.club != club or h.log != key_log_id(club) or h.seq != n or h.prev != head:
             raise InvalidEventError("the key events carried are not the club's keys log")

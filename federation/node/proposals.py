@@ -16,6 +16,7 @@ import msgspec
 from federation.core import canonical
 from federation.core.canonical import Audience, Kind
 from federation.core.events import VerifiedEvent
+from federation.core.keys import key_log_id
 from federation.core.naming import resolve_id
 from federation.core.payloads import STRICT_PAYLOAD_TYPES, Proposal
 from federation.errors import UsageError
@@ -317,6 +318,11 @@ async def delivery(node: Node, o: Outcome) -> dict[str, dict[str, object]]:
     return result
 
 
+# Key events a record carries per club: a club rotates a few times in its life; a
+# record is checked offline with every one of them, so they are all read.
+KEY_EVENTS_CARRIED = 100_000
+
+
 async def export(node: Node, ref: str) -> bytes:
     """The agreement record of an agreed proposal (protocol.md §3.8)."""
     o = await find(node, ref)
@@ -332,4 +338,19 @@ async def export(node: Node, ref: str) -> bytes:
             assert held is not None
             events.append(held)
             descriptors[s.log] = descriptor
-    return agreement.make_record(o, events, await node.store.clubs(), descriptors)
+    # A club that changed its key: its key events, and event 1 of each of its logs
+    # here, let the record be checked offline all the same (§2.2, §3.8 format 2).
+    keys: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    firsts: dict[bytes, bytes] = {}
+    for e in events:
+        club = e.header.club
+        if node.keys.rotated(club) and club not in keys:
+            key_events = await node.store.events(key_log_id(club), 0, KEY_EVENTS_CARRIED)
+            keys[club] = [(k.signed, k.payload or b"") for k in key_events]
+        if club in keys and e.header.log not in firsts:
+            first = await node.store.event_at(e.header.log, 1)
+            if first is not None:
+                firsts[e.header.log] = first.id
+    return agreement.make_record(
+        o, events, await node.store.clubs(), descriptors, keys=keys, firsts=firsts
+    )

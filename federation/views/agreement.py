@@ -13,18 +13,20 @@ and then the same replay that every node runs (`views.proposals.fold`) must give
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import msgspec
 
 from federation.core import canonical
 from federation.core.canonical import Kind
 from federation.core.events import VerifiedEvent, verify_event
-from federation.core.keys import KeyAuthority
+from federation.core.evidence import carried_history
+from federation.core.keys import KeyAuthority, KeyHistory, first_outside
 from federation.errors import InvalidEventError
 from federation.views.proposals import Outcome, Step, fold
 
-FORMAT: Literal["federation-agreement/1"] = "federation-agreement/1"
+FORMAT = "federation-agreement/1"
+# Format 2 carries key events (§2.2), for records in which a club has changed its key.
+FORMAT_KEYS = "federation-agreement/2"
 # 255 invited clubs, a few steps each of at most 64 KiB: far below; an honest record
 # of a real campaign is tens of KiB. Checked before decoding.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -35,8 +37,9 @@ class RecordEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     payload: bytes  # a record holds every payload: an answer unseen decides nothing
 
 
-class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    format: Literal["federation-agreement/1"]
+class Record(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="format", tag=FORMAT
+):
     proposal: str
     version: str
     rule: str
@@ -45,8 +48,25 @@ class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: list[RecordEvent]  # every step of the proposal, in the exporter's order
 
 
+class RecordWithKeys(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="format", tag=FORMAT_KEYS
+):
+    """Format 2: as format 1, and for a club that has changed its key, its key events
+    (`keys`, beside `clubs`: each club's keys log from seq 1, empty if none) and the id
+    of event 1 of each of its logs (`firsts`, beside `logs`: empty if not needed)."""
+
+    proposal: str
+    version: str
+    rule: str
+    clubs: list[bytes]
+    logs: list[bytes]
+    events: list[RecordEvent]
+    keys: list[list[RecordEvent]]
+    firsts: list[bytes]
+
+
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Record)
+_decoder = msgspec.json.Decoder(Record | RecordWithKeys)
 
 
 def make_record(
@@ -54,9 +74,13 @@ def make_record(
     events: Sequence[VerifiedEvent],
     genesis: Mapping[bytes, bytes],
     descriptors: Mapping[bytes, bytes],
+    keys: Mapping[bytes, Sequence[tuple[bytes, bytes]]] | None = None,
+    firsts: Mapping[bytes, bytes] | None = None,
 ) -> bytes:
     """The record of an agreed outcome from its steps (`outcome.evidence`), with the
-    genesis of every club and the descriptor of every log they are in."""
+    genesis of every club and the descriptor of every log they are in; `keys` (club ->
+    its key events, signed and payload) and `firsts` (log -> id of its event 1) for
+    clubs that changed their key make it format 2."""
     if outcome.state != "agreed":
         raise InvalidEventError(f"proposal {outcome.proposal[:12]} is {outcome.state}, not agreed")
     wanted = set(outcome.evidence)
@@ -65,8 +89,8 @@ def make_record(
         raise InvalidEventError("an event of the proposal is not held here with its payload")
     clubs = sorted({e.header.club for e in chosen})
     logs = sorted({e.header.log for e in chosen})
-    record = Record(
-        FORMAT,
+    keys = {c: k for c, k in (keys or {}).items() if k and c in clubs}
+    record: Record | RecordWithKeys = Record(
         outcome.proposal,
         outcome.version.id,
         outcome.rule,
@@ -74,6 +98,17 @@ def make_record(
         [descriptors[log] for log in logs],
         [RecordEvent(e.signed, e.payload or b"") for e in chosen],
     )
+    if keys:
+        record = RecordWithKeys(
+            record.proposal,
+            record.version,
+            record.rule,
+            record.clubs,
+            record.logs,
+            record.events,
+            keys=[[RecordEvent(sg, p) for sg, p in keys.get(c, ())] for c in clubs],
+            firsts=[(firsts or {}).get(log, b"") for log in logs],
+        )
     return _encoder.encode(record)
 
 
@@ -101,7 +136,23 @@ def check_record(data: bytes) -> Outcome:
         if descriptor.club not in genesis:
             raise InvalidEventError("a log descriptor names a club whose genesis is not here")
         audiences[canonical.log_id(raw)] = descriptor.audience.clubs
-    authority = KeyAuthority(genesis)
+    histories: dict[bytes, KeyHistory] = {}
+    firsts: dict[bytes, bytes] = {}
+    if isinstance(record, RecordWithKeys):
+        if len(record.keys) != len(record.clubs) or len(record.firsts) != len(record.logs):
+            raise InvalidEventError("`keys` and `firsts` do not match `clubs` and `logs`")
+        for raw, carried in zip(record.clubs, record.keys, strict=True):
+            club = canonical.club_id(raw)
+            try:
+                histories[club] = carried_history(
+                    genesis[club], club, [(k.signed, k.payload) for k in carried]
+                )
+            except InvalidEventError as exc:
+                raise InvalidEventError(f"the key events of a club do not verify: {exc}") from None
+        for raw, given in zip(record.logs, record.firsts, strict=True):
+            if given:
+                firsts[canonical.log_id(raw)] = given
+    authority = KeyAuthority(genesis, histories)
     steps: list[Step] = []
     for n, item in enumerate(record.events, 1):
         try:  # one signature at a time, each on its own (§3.8)
@@ -111,6 +162,15 @@ def check_record(data: bytes) -> Outcome:
         h = event.header
         if h.log not in audiences:
             raise InvalidEventError(f"event {n} is in a log whose descriptor is not here")
+        if authority.rotated(h.club):  # where in its log the key may sign (§2.2)
+            first = event.id if h.seq == 1 else firsts.get(h.log)
+            if first is None:
+                raise InvalidEventError(
+                    f"event {n}: its club changed its key; `firsts` lacks its log"
+                )
+            outside = first_outside(histories[h.club], h.log, first, [(h.seq, h.key, event.id)])
+            if outside is not None:
+                raise InvalidEventError(f"event {n} does not verify: {outside[1]}")
         if h.kind != Kind.PROPOSAL:
             raise InvalidEventError(f"event {n} is not a proposal step")
         steps.append(
