@@ -56,8 +56,10 @@ from federation.sync.messages import (
     Want,
     WantLog,
 )
-from federation.views import projection
+from federation.views import agreement, projection
+from federation.views.feed import parse_cursor, parse_kind
 from tests.conftest import BASE_TIME_US, Club
+from tests.protocol_doc_support import document_blocks, of_type
 
 # The longest message any of our errors may carry: enough to say what, where and what
 # to do, short enough that quoting a peer's megabyte cannot flood a terminal or a log.
@@ -565,6 +567,31 @@ def test_projection(kind: Kind, bodies: list[bytes | None]) -> None:
             assert projection.decode_item(name, projection.encode_item(item)) == item
 
 
+# The agreement record of protocol.md §3.8 (its vector), a real record to mutate.
+RECORD = of_type(document_blocks(), "agreement")[0].get("record").encode()
+
+
+@given(mutated([RECORD]) | st.binary(max_size=300) | json_values.map(json_bytes))
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+def test_check_agreement_record(data: bytes) -> None:
+    """A changed record is refused with one clear line, or (a change the format
+    ignores, such as spaces) still agreed: never anything else."""
+    with only(InvalidEventError):
+        assert agreement.check_record(data).state == "agreed"
+
+
+@given(
+    st.text(max_size=90)
+    | st.sampled_from(["1767225600000000." + "ab" * 32, "-1." + "0" * 64, "NOTE", "key", "ß"])
+)
+def test_feed_query_values(text: str) -> None:
+    """The feed's `before` and `kind` values: a valid one or None, never an exception."""
+    cursor = parse_cursor(text)
+    assert cursor is None or (isinstance(cursor[0], int) and len(cursor[1]) == 32)
+    kind = parse_kind(text)
+    assert kind is None or kind in set(Kind)
+
+
 def test_valid_inputs_are_valid() -> None:
     """The seeds of the mutations decode: the fuzzer starts from real encodings."""
     assert [messages.decode(e) for e in ENCODED] == MESSAGES
@@ -574,6 +601,7 @@ def test_valid_inputs_are_valid() -> None:
     assert [parse_config(c).club.id for c in CONFIGS] == [CLUB.id.hex()] * 2
     assert import_lines(EXPORT).added == 3
     assert all(payloads.read_payload(int(k), p) for k, p in zip(Kind, VALID_PAYLOADS, strict=True))
+    assert agreement.check_record(RECORD).state == "agreed"
     sender = auth.check(
         TOKEN,
         recipient=RECIPIENT,
