@@ -20,8 +20,8 @@ import msgspec
 from federation.core import canonical
 from federation.core.config import is_loopback
 from federation.core.crypto import SigningKey, verify_signature
-from federation.core.events import KeyCheck, verify_event
-from federation.core.keys import KeyHistory, check_key_event, key_log_id, with_event
+from federation.core.evidence import carried_history
+from federation.core.keys import KeyHistory
 from federation.errors import InvalidEventError, UsageError
 
 PREFIX = "fedinvite1:"
@@ -51,25 +51,11 @@ class Invite(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     def history(self) -> KeyHistory:
         """The club's epochs as the invite shows them; raises InvalidEventError."""
         genesis = canonical.decode_genesis(bytes.fromhex(self.genesis))
-        club, log = self.club, key_log_id(self.club)
-        history = KeyHistory.of(genesis)
-        head = canonical.ZERO_HASH
-        for n, carried in enumerate(self.keys, start=1):
-            event = verify_event(
-                bytes.fromhex(carried.signed), bytes.fromhex(carried.payload), _any_key_of(club)
-            )
-            h = event.header
-            if h.club != club or h.log != log or h.seq != n or h.prev != head:
-                raise InvalidEventError("the invite's key events are not the club's keys log")
-            epoch = check_key_event(history, h, event.payload)
-            history = with_event(history, epoch, event.id, h.time_us)
-            head = event.id
-        return history
-
-
-def _any_key_of(club: bytes) -> KeyCheck:
-    # Which key may sign a key event is check_key_event's rule (§2.2).
-    return lambda c, k: c == club
+        carried = [(bytes.fromhex(k.signed), bytes.fromhex(k.payload)) for k in self.keys]
+        try:
+            return carried_history(genesis, self.club, carried)
+        except InvalidEventError as exc:
+            raise InvalidEventError(f"the invite's key events do not verify: {exc}") from None
 
 
 def check_url(url: str, fingerprint: bytes) -> None:
