@@ -14,6 +14,10 @@ finishes the job (`upgrade` is idempotent). Once the new file is in place the ol
 one is overwritten with zeros and unlinked; but a filesystem (copy-on-write, a
 journal, an SSD's wear levelling) may keep its blocks, and the old WAL is only
 truncated: full-disk encryption is still advised (README, "What a seized disk reveals").
+
+A store encrypted in the earlier format (4 KiB pages, store/cipher.py) is converted
+by steps 2 and 3 the same way, read with the same store key; nothing is wiped, as
+its pages were never readable without the key.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ def upgrade(
     assert envelope.store_key is not None
     if cipher.is_plaintext(store_path):
         encrypt_store(store_path, envelope.store_key, step)
+    elif cipher.in_earlier_format(store_path, envelope.store_key):
+        encrypt_store(store_path, envelope.store_key, step, earlier=True)
     return envelope
 
 
@@ -74,10 +80,14 @@ def upgrade(
 _WIPE_CHUNK_BYTES = 1 << 20
 
 
-def encrypt_store(store_path: Path, store_key: bytes, step: Step = _no_step) -> None:
-    """Replace a plain store by an encrypted copy: old or new at every instant."""
+def encrypt_store(
+    store_path: Path, store_key: bytes, step: Step = _no_step, *, earlier: bool = False
+) -> None:
+    """Replace a plain store (or, `earlier`, one in the earlier encrypted format: its
+    pages were never readable, so nothing is wiped) by an encrypted copy in this
+    format: old or new at every instant."""
     temp = store_path.with_name(store_path.name + ".encrypting")
-    cipher.encrypt_copy(store_path, temp, store_key, step)
+    cipher.export_copy(store_path, temp, store_key, step, earlier=earlier)
     # The plain file stays open past its rename, so that once the encrypted one is
     # durably in its place, its pages can be overwritten: never before (it would be
     # the only copy), and best effort (a filesystem may keep old blocks elsewhere).
@@ -86,7 +96,8 @@ def encrypt_store(store_path: Path, store_key: bytes, step: Step = _no_step) -> 
         step("renamed")
         sync_directory(store_path.parent)
         step("directory synced")
-        _wipe(plain.fileno())
+        if not earlier:
+            _wipe(plain.fileno())
     cipher.remove_side_files(store_path)
 
 

@@ -7,7 +7,8 @@ raw key: the passphrase was already stretched by scrypt once, so opening the sto
 costs no PBKDF2. store/ never reads key files; the key comes in as an argument.
 
 Without a key the same library opens a plain SQLite file (tests, benchmarks, and a
-store made before encryption, which `encrypt_copy` turns into an encrypted one).
+store made before encryption, which `export_copy` turns into an encrypted one, as it
+does a store of the earlier encrypted format).
 """
 
 from __future__ import annotations
@@ -25,18 +26,30 @@ STORE_KEY_BYTES = 32
 PLAINTEXT_HEADER = b"SQLite format 3\x00"
 # The format, set explicitly so a later library default can never change it under an
 # existing store (bench/RESULTS.md, "The encrypted store", has the costs measured):
-# - 4 KiB pages, as the plain store found best for ingest;
+# - 32 KiB pages: each page costs an IV, a MAC, two WAL writes and a checkpoint copy,
+#   so 8x fewer pages than SQLite's 4 KiB took a sixth off the receiver's CPU in bulk
+#   ingest and a fifth off the sender's (bench/RESULTS.md, "32 KiB pages");
 # - HMAC-SHA256 rather than SQLCipher 4's default SHA512: as strong a MAC here, and
 #   cheaper on CPUs with SHA extensions (these have them); 48 reserved bytes per page
 #   (IV and MAC) instead of 80;
 # - the KDF only derives the MAC key from the raw key (2 rounds): kdf_iter is unused.
-CIPHER_SETTINGS = (
-    "PRAGMA cipher_page_size = 4096",
-    "PRAGMA cipher_hmac_algorithm = HMAC_SHA256",
-    "PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256",
-    # 0: the header is encrypted too, so the file does not even say it is SQLite.
-    "PRAGMA cipher_plaintext_header_size = 0",
-)
+PAGE_BYTES = 32 * 1024
+
+
+def _settings(page_bytes: int) -> tuple[str, ...]:
+    return (
+        f"PRAGMA cipher_page_size = {page_bytes}",
+        "PRAGMA cipher_hmac_algorithm = HMAC_SHA256",
+        "PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256",
+        # 0: the header is encrypted too, so the file does not even say it is SQLite.
+        "PRAGMA cipher_plaintext_header_size = 0",
+    )
+
+
+CIPHER_SETTINGS = _settings(PAGE_BYTES)
+# The first encrypted stores (issue 11's first version) had 4 KiB pages; a node
+# converts one to the format above at its next start (node/at_rest.py).
+EARLIER_SETTINGS = _settings(4096)
 # Settings for the library, not the file (they are process-wide in SQLCipher):
 # - memory security OFF: ON wipes and mlocks every allocation SQLite frees, which
 #   costs throughput on every statement; it guards against reading the process's
@@ -78,16 +91,23 @@ def create_private(path: Path) -> None:
 CHECK_KEY = "SELECT count(*) FROM sqlite_master"
 
 
-def connect(path: Path, key: bytes | None, *, check: bool = True) -> sqlite3.Connection:
+def connect(
+    path: Path,
+    key: bytes | None,
+    *,
+    check: bool = True,
+    settings: tuple[str, ...] = CIPHER_SETTINGS,
+) -> sqlite3.Connection:
     """A connection to the store, keyed, and (`check`) tried with a first read. The
     store's aiosqlite connector passes check=False and runs CHECK_KEY itself: a
-    connector that raises leaves aiosqlite's thread racing the event loop's end."""
+    connector that raises leaves aiosqlite's thread racing the event loop's end.
+    `settings`: the format's (EARLIER_SETTINGS opens a store to convert it)."""
     db = sqlite3.connect(str(path), isolation_level=None)
     try:
         for pragma in LIBRARY_SETTINGS:
             db.execute(pragma)
         if key is not None:
-            _key(db, key)
+            _key(db, key, settings)
         if check:
             db.execute(CHECK_KEY).fetchall()
     except sqlite3.DatabaseError as exc:
@@ -99,12 +119,12 @@ def connect(path: Path, key: bytes | None, *, check: bool = True) -> sqlite3.Con
     return db
 
 
-def _key(db: sqlite3.Connection, key: bytes) -> None:
+def _key(db: sqlite3.Connection, key: bytes, settings: tuple[str, ...]) -> None:
     if len(key) != STORE_KEY_BYTES:
         raise StoreError(f"a store key is {STORE_KEY_BYTES} bytes, not {len(key)}")
     # x'…': a raw 256-bit key, used as is (no PBKDF2 at open; protocol.md §2.3).
     db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
-    for pragma in CIPHER_SETTINGS:
+    for pragma in settings:
         db.execute(pragma)
 
 
@@ -135,17 +155,35 @@ def unreadable(path: Path, key: bytes | None, exc: Exception) -> StoreError:
     )
 
 
-def encrypt_copy(
-    plain: Path, target: Path, key: bytes, step: Callable[[str], None] = lambda _: None
+def in_earlier_format(path: Path, key: bytes) -> bool:
+    """True for a store that opens with `key` in the earlier format only (EARLIER_SETTINGS).
+    A store that opens in neither is left to the store's open to report."""
+    for settings, earlier in ((CIPHER_SETTINGS, False), (EARLIER_SETTINGS, True)):
+        try:
+            connect(path, key, settings=settings).close()
+        except StoreError:
+            continue
+        return earlier
+    return False
+
+
+def export_copy(
+    source: Path,
+    target: Path,
+    key: bytes,
+    step: Callable[[str], None] = lambda _: None,
+    *,
+    earlier: bool = False,
 ) -> None:
-    """Write an encrypted copy of the plain store `plain` to `target` (a new 0600 file,
-    fsynced), through SQLCipher's export. `plain` is left as it was; `step` names each
-    stage done (a test's crash point)."""
+    """Write an encrypted copy (this format) of the store `source` to `target` (a new
+    0600 file, fsynced), through SQLCipher's export. `source` is a plain store, or with
+    `earlier` a store encrypted with the same key in the earlier format. It is left as
+    it was; `step` names each stage done (a test's crash point)."""
     target.unlink(missing_ok=True)  # a crashed earlier attempt's: never the only copy
     for side in _SIDE_FILES:
         target.with_name(target.name + side).unlink(missing_ok=True)
     create_private(target)
-    db = connect(plain, None)
+    db = connect(source, key, settings=EARLIER_SETTINGS) if earlier else connect(source, None)
     try:
         # Out of WAL mode first: every commit moves into the file we copy from, and the
         # old WAL and SHM are gone before the rename, so no stale WAL can ever be
@@ -156,9 +194,9 @@ def encrypt_copy(
             mode = "busy"
         if str(mode).lower() != "delete":
             raise StoreError(
-                f"store {plain} is in use by another process; stop the running node "
+                f"store {source} is in use by another process; stop the running node "
                 "(`federation run`) and try again",
-                path=str(plain),
+                path=str(source),
             )
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         db.execute("ATTACH DATABASE ? AS encrypted KEY ?", (str(target), f"x'{key.hex()}'"))
@@ -179,6 +217,6 @@ def encrypt_copy(
 
 
 def remove_side_files(path: Path) -> None:
-    """Remove what a replaced store may have left (none after `encrypt_copy`)."""
+    """Remove what a replaced store may have left (none after `export_copy`)."""
     for side in ("-wal", "-shm"):
         path.with_name(path.name + side).unlink(missing_ok=True)

@@ -9,7 +9,7 @@ and a sync reads a range, with no second index to keep in step.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -137,10 +137,16 @@ _sizes_encoder = msgspec.json.Encoder()
 
 def run_parameters(first: int, run: VerifiedRun) -> dict[str, Any]:
     """The parameters of INSERT_RUN for a run whose first row key is `first`."""
-    sizes = [-1 if p is None else len(p) for p in run.payloads]
+    payloads = run.payloads
+    # Without a missing payload (the bulk case), the sizes are map and len: no Python
+    # frame per event.
+    if None in payloads:
+        sizes = [-1 if p is None else len(p) for p in payloads]
+    else:
+        sizes = [*map(len, cast("tuple[bytes, ...]", payloads))]
     return {
         "first": first,
         "signed": b"".join(run.signed),
-        "payloads": b"".join(p for p in run.payloads if p is not None),
+        "payloads": b"".join(filter(None, payloads)),
         "sizes": _sizes_encoder.encode(sizes).decode(),
     }

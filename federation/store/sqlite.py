@@ -44,9 +44,10 @@ from federation.store.sqlite_side import SideTables
 # Page cache per connection: a sync's batch of 20,000 events and the B-tree pages it
 # touches fit, so a commit does not write and re-read pages mid-transaction.
 CACHE_KIB = 32 * 1024
-# Checkpoint the WAL into the database every this many pages (~32 MiB) rather than
-# SQLite's default 1,000: a bulk sync then checkpoints (and fsyncs) 8x less often.
-WAL_CHECKPOINT_PAGES = 8000
+# Checkpoint the WAL into the database once it holds this much (in pages of the
+# store's size) rather than SQLite's default 1,000 pages: a bulk sync then
+# checkpoints (and fsyncs) less often, and the WAL stays bounded.
+WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 # A run this long is inserted by one INSERT_RUN statement; shorter ones (a post, or
 # interleaved events of several logs) row by row, where one statement's fixed cost
 # (a round trip to the store's thread, ~50 us) would outweigh binding their rows.
@@ -128,7 +129,8 @@ class SqliteStore(SideTables):
         await db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
         await db.execute("PRAGMA secure_delete = ON")
-        await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        page = (await (await db.execute("PRAGMA page_size")).fetchone() or (4096,))[0]
+        await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // int(page)}")
         # Sorts and temporary tables stay in memory: nothing of the store in a temp file.
         await db.execute("PRAGMA temp_store = MEMORY")
         try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions

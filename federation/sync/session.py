@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from federation.core import canonical
@@ -345,9 +346,10 @@ class Session:
                 f"batch of {len(events)} events is over the limit of {BATCH_MAX_EVENTS}",
                 code="too_large",
             )
-        size = 0
-        for signed, payload in events[:-1]:  # a batch may pass the limit by one event
-            size += len(signed) + len(payload or b"")
+        # A batch may pass the limit by one event. Summed by map and len: no Python
+        # frame per event (this runs on every batch of a bulk sync).
+        body = events[:-1]
+        size = sum(map(len, map(_signed, body))) + sum(map(len, filter(None, map(_payload, body))))
         if size >= BATCH_MAX_BYTES:
             raise RemoteProtocolError(
                 f"batch goes on past {BATCH_MAX_BYTES} bytes", code="too_large"
@@ -413,6 +415,9 @@ class Session:
         self.local = heads
         self._caught_up = self.behind(heads) == 0
         return State.CLOSED
+
+
+_signed, _payload = itemgetter(0), itemgetter(1)
 
 
 def _seqs(events: list[tuple[bytes, bytes | None]]) -> tuple[int, int] | None:

@@ -312,6 +312,7 @@ async def check_whole(root: Path, ids: list[bytes], passphrase: bytes | None) ->
     assert found(on_disk) == set()
     assert mode(root / "store.sqlite") == 0o600
     assert not (root / "store.sqlite.encrypting").exists()
+    assert not cipher.in_earlier_format(root / "store.sqlite", envelope.store_key)
 
 
 @pytest.mark.parametrize("passphrase", [PASSPHRASE, None], ids=["passphrase", "no-passphrase"])
@@ -452,3 +453,67 @@ async def test_a_process_killed_at_any_step_of_the_migration_loses_nothing(
     _, err = await asyncio.wait_for(died.communicate(), 60)
     assert died.returncode == 9, err.decode()
     await check_whole(root, ids, PASSPHRASE)
+
+
+# --- a store of the earlier encrypted format (4 KiB pages) ------------------------------
+
+
+async def earlier_node(root: Path, passphrase: bytes | None) -> list[bytes]:
+    """A node as the first encrypted version left it: its store encrypted with the same
+    store key, in the earlier format (cipher.EARLIER_SETTINGS). Returns its own ids."""
+    ids = await old_node(root, passphrase)
+    await check_whole(root, ids, passphrase)  # made current by the first start
+    key = node_store_key(root, passphrase)
+    assert key is not None
+    store, earlier = root / "store.sqlite", root / "earlier.sqlite"
+    with contextlib.closing(cipher.connect(store, key)) as db:
+        db.execute("ATTACH DATABASE ? AS earlier", (str(earlier),))
+        for pragma in cipher.EARLIER_SETTINGS:
+            db.execute(pragma.replace("PRAGMA ", "PRAGMA earlier.", 1))
+        db.execute("SELECT sqlcipher_export('earlier')")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        db.execute(f"PRAGMA earlier.user_version = {version}")
+        db.execute("DETACH DATABASE earlier")
+    os.replace(earlier, store)
+    cipher.remove_side_files(store)
+    assert cipher.in_earlier_format(store, key)  # the control: it is the earlier format
+    with pytest.raises(StoreError):
+        cipher.connect(store, key).close()
+    return ids
+
+
+async def test_a_store_of_the_earlier_format_is_converted_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "node"
+    ids = await earlier_node(root, PASSPHRASE)
+    await check_whole(root, ids, PASSPHRASE)
+    key = node_store_key(root, PASSPHRASE)
+    assert key is not None
+    with contextlib.closing(cipher.connect(root / "store.sqlite", key)) as db:
+        assert int(db.execute("PRAGMA page_size").fetchone()[0]) == cipher.PAGE_BYTES
+
+
+@pytest.mark.parametrize("where", at_rest.STEPS[1:])  # its key file is version 2 already
+async def test_a_crash_at_any_step_of_the_conversion_loses_nothing(
+    tmp_path: Path, where: str
+) -> None:
+    root = tmp_path / "node"
+    ids = await earlier_node(root, PASSPHRASE)
+    data = read_key_file(root / "club.key")
+    club = bytes.fromhex(json.loads(data)["club"])
+    envelope = open_envelope(data, club, PASSPHRASE, "club.key")
+    assert envelope.store_key is not None
+    with crash_at(where) as step, pytest.raises(Crash):
+        at_rest.upgrade(
+            root / "club.key", root / "store.sqlite", envelope, club, PASSPHRASE, step=step
+        )
+    # After the crash: the old store in the earlier format, or the new one; both open.
+    earlier = cipher.in_earlier_format(root / "store.sqlite", envelope.store_key)
+    assert earlier == (where in ("exported", "synced"))
+    settings = cipher.EARLIER_SETTINGS if earlier else cipher.CIPHER_SETTINGS
+    with contextlib.closing(
+        cipher.connect(root / "store.sqlite", envelope.store_key, settings=settings)
+    ) as db:
+        assert db.execute("SELECT count(*) FROM event").fetchone()[0] >= len(ids)
+    await check_whole(root, ids, PASSPHRASE)  # the next start finishes the job
