@@ -6,6 +6,9 @@ Handlers are thin: parse and bound the query (`feed_guard`), read the in-memory
 index of public events (`feed_index`), turn events into items (`views.feed`), encode
 (jinja2 with autoescape, `views.feed_formats`, msgspec). Only public logs are ever
 read, so no response, count or timing depends on any other (DESIGN principle 17).
+Every connection is counted and timed from accept by the same gate as the peer API's
+(web/limits.py; caps and deadlines in `FeedLimits`): the feed is for anyone, so what
+anyone can hold of it is bounded (DESIGN principle 18).
 
     /                 the page          /feed.json     items, newest first, paged
     /clubs/{club}     a club's page     /feed.atom     Atom 1.0
@@ -40,6 +43,7 @@ from federation.web import feed_guard
 from federation.web.feed_guard import SECURITY_HEADERS, FeedLimits, LiveSlots, RateLimiter
 from federation.web.feed_index import FeedIndex
 from federation.web.feed_openapi import openapi
+from federation.web.limits import GatedSite, Gatekeeper
 
 HERE = Path(__file__).parent
 STATIC = {
@@ -54,6 +58,7 @@ LIVE = web.AppKey("live", LiveSlots)
 LIMITS = web.AppKey("limits", FeedLimits)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 OPENAPI = web.AppKey("openapi", bytes)
+GATE = web.AppKey("gate", Gatekeeper)
 
 _json = msgspec.json.Encoder()
 DEFAULT_LIMITS = FeedLimits()
@@ -306,7 +311,17 @@ async def _rate(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def make_feed_app(index: FeedIndex, limits: FeedLimits = DEFAULT_LIMITS) -> web.Application:
-    app = web.Application(middlewares=[_rate], client_max_size=1024)
+    # Every connection counted and timed from accept, as the peer API's (web/limits.py,
+    # DESIGN principle 18); a feed reader is never a peer, so no peers' budget.
+    gate = Gatekeeper(
+        anonymous=limits.connections,
+        per_address=limits.connections_per_address,
+        peers=0,
+        first_request_s=limits.first_request_s,
+        idle_s=limits.idle_s,
+    )
+    app = web.Application(middlewares=[gate.counting, _rate], client_max_size=1024)
+    app[GATE] = gate
     app[INDEX] = index
     app[LIMITS] = limits
     app[LIMITER] = RateLimiter(limits)
@@ -335,6 +350,7 @@ def make_feed_app(index: FeedIndex, limits: FeedLimits = DEFAULT_LIMITS) -> web.
 class FeedServer:
     index: FeedIndex
     port: int
+    gate: Gatekeeper  # what the feed's clients hold (tests)
 
 
 @contextlib.asynccontextmanager
@@ -350,7 +366,8 @@ async def open_feed(
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        # Plain HTTP (config.FeedSection: a TLS proxy goes in front to publish it).
+        site = GatedSite(runner, host, port, ssl_context=None, gate=app[GATE])
         try:
             await site.start()
         except OSError as exc:
@@ -365,7 +382,7 @@ async def open_feed(
         async with open_task_group() as group:
             follower = group.create_task(index.follow())
             try:
-                yield FeedServer(index, int(bound))
+                yield FeedServer(index, int(bound), app[GATE])
             finally:
                 follower.cancel()
                 await index.close()  # live streams end now, not at their next ping

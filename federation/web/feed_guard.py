@@ -1,5 +1,7 @@
 """What guards the feed's HTTP surface: headers on every response, a per-address
-request rate, a bound on live streams, and the query parameters, parsed and bounded.
+request rate, a bound on live streams, the caps and deadlines of its connections
+(`FeedLimits`, applied by web/limits.py's gate), and the query parameters, parsed and
+bounded.
 
 The feed is for anyone, unauthenticated, so everything a client can make it do is
 bounded (DESIGN principle 18) and nothing on it identifies or follows a reader: no
@@ -17,6 +19,7 @@ from aiohttp import web
 
 from federation.core.evidence import kind_name
 from federation.views.feed import MAX_PAGE_ITEMS, PAGE_ITEMS, Filter, parse_cursor, parse_kind
+from federation.web.limits import FIRST_REQUEST_S, IDLE_CONNECTION_S
 
 # Sent with every response, errors included (aiohttp's on_response_prepare).
 SECURITY_HEADERS = {
@@ -56,6 +59,23 @@ class FeedLimits:
     # (DESIGN principle 17). A new public item or an erasure shows within this long;
     # the live stream is never cached. 0 turns the cache off.
     response_cache_s: float = 2.0
+    # Connections, counted and timed from accept by the same gate as the peer API's
+    # (web/limits.py): past either cap a new connection is let in and the oldest goes,
+    # idle ones first. In all: with the peer API's 192, well under the 1,024 file
+    # descriptors a service commonly gets, and four times the live streams.
+    connections: int = 256
+    # One address's share. A reader's browser holds two or three (the page kept
+    # alive, the live stream, now and then a stylesheet), and many readers can share
+    # one address (a café, a university's NAT; the TLS proxy README.md puts in front
+    # counts as one address for every reader): 96 serves some 30 at once, or all
+    # live_clients' streams through a proxy with 32 left for pages. Past it, the
+    # address's own oldest idle connection goes, which a browser reopens unnoticed.
+    connections_per_address: int = 96
+    # From accept to the first request's headers complete (a client sending them a
+    # byte at a time is closed then), and then between one request and the next. A
+    # live stream is a request in progress: never idle while it is open.
+    first_request_s: float = FIRST_REQUEST_S
+    idle_s: float = IDLE_CONNECTION_S
 
 
 class RateLimiter:

@@ -1,16 +1,18 @@
 """What an unauthenticated client can hold of a node, bounded (DESIGN principle 18,
 protocol.md §6.4), with capacity for authenticated peers kept apart.
 
-aiohttp has no cap on connections, so the node's listening socket is served through a
-gate (`GatedSite`): every accepted TCP connection is counted before its TLS handshake,
-per address and in total, and timed while it has no request in progress (a handshake
-that never completes, a request that never comes, an idle keep-alive). A connection
-starts anonymous; once a request on it proves an active peer (`Gatekeeper.promote`),
-it moves to the peers' own budget, where no anonymous connection can take its place.
-When the anonymous budget (or one address's share of it) is full, a new connection
-is not refused: the oldest anonymous connection goes, idle ones first. So a flood of
-connections that hold nothing costs the flooder its oldest connections, and a peer's
-new connection gets in and has time to prove itself.
+aiohttp has no cap on connections, so each of the node's listening sockets (the peer
+API's, and the public feed's: web/feed.py, where no connection is ever a peer's) is
+served through a gate (`GatedSite`): every accepted TCP connection is counted before its
+TLS handshake, if any, per address and in total, and timed while it has no request in
+progress (a handshake that never completes, a request or its headers that never come,
+an idle keep-alive). A connection starts anonymous; once a request on it proves an
+active peer (`Gatekeeper.promote`), it moves to the peers' own budget, where no
+anonymous connection can take its place. When the anonymous budget (or one address's
+share of it) is full, a new connection is not refused: the oldest anonymous connection
+goes, idle ones first. So a flood of connections that hold nothing costs the flooder
+its oldest connections, and a peer's (or a reader's) new connection gets in and has
+time to prove itself.
 
 Requests that hold the node for long (long-polls, event streams) take `Slots`, kept
 per kind of client (peers, anonymous) and per client within them.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from asyncio.sslproto import SSLProtocol
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -154,6 +157,20 @@ class Gatekeeper:
             conn.requests -= 1
             if conn.requests == 0:
                 self._arm(conn, self.idle_s)
+
+    @web.middleware
+    async def counting(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """The app's outermost middleware: while a request is handled (a live stream
+        for as long as it is open), its connection is not idle."""
+        self.started(request.protocol)
+        try:
+            return await handler(request)
+        finally:
+            self.finished(request.protocol)
 
     def promote(self, handler: object) -> None:
         """A request on this connection proved an active peer: the connection moves

@@ -94,19 +94,6 @@ def _busy(what: str) -> RemoteProtocolError:
 
 
 @web.middleware
-async def _counted(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """While a request is handled its connection is not idle (web.limits)."""
-    gate = request.app[GATE]
-    gate.started(request.protocol)
-    try:
-        return await handler(request)
-    finally:
-        gate.finished(request.protocol)
-
-
-@web.middleware
 async def _refusals(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
@@ -262,9 +249,11 @@ async def _write(
 
 
 def make_app(rt: Runtime) -> web.Application:
-    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=[_counted, _refusals])
+    gate = Gatekeeper()
+    # While a request is handled its connection is not idle (web.limits).
+    app = web.Application(client_max_size=MAX_MESSAGE_BYTES, middlewares=[gate.counting, _refusals])
     app[RUNTIME] = rt
-    app[GATE] = Gatekeeper()
+    app[GATE] = gate
     app[STREAMS] = Pool(
         Slots(MAX_PEER_STREAMS, MAX_STREAMS_PER_CLIENT),
         Slots(MAX_ANONYMOUS_STREAMS, MAX_STREAMS_PER_CLIENT),
