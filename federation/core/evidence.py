@@ -31,6 +31,12 @@ from federation.errors import InvalidEventError
 
 # Bigger than any honest document: a 64 KiB payload, base64, plus headers and genesis.
 MAX_EVIDENCE_BYTES = 256 * 1024
+# The most key events of one club a document may carry (§2.2 offline checks): a club
+# that rotated every week for five years; honest key logs hold a few. Each log an
+# event is checked in costs a hash per key event, so a 16 MiB agreement record of
+# thousands of crafted key events and logs would otherwise keep a verifier busy for
+# minutes.
+MAX_CARRIED_KEY_EVENTS = 256
 
 
 class EvidenceHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -80,6 +86,11 @@ def carried_history(
     """The club's epochs from key events a document carries (signed header, payload),
     each checked on its own and by the rule of §2.2, in key-log order from seq 1: an
     evidence document (§2.2) and an agreement record (§3.8) both rely on it."""
+    if len(carried) > MAX_CARRIED_KEY_EVENTS:
+        raise InvalidEventError(
+            f"{len(carried)} key events of one club, over the {MAX_CARRIED_KEY_EVENTS} a "
+            "document may carry: not one a node makes"
+        )
     history = KeyHistory.of(genesis)
     head = canonical.ZERO_HASH
     for n, (signed, payload) in enumerate(carried, start=1):
@@ -170,12 +181,24 @@ def check_evidence(doc: Evidence) -> VerifiedEvent:
     if doc.audience != format_audience(descriptor.audience):
         raise InvalidEventError("the audience shown is not the one the log descriptor holds")
     history = _history(doc, genesis, club)
-    event = verify_event(
-        doc.signed, doc.payload, KeyAuthority({club: genesis}, {club: history}).may_sign
-    )
+    if header.log == key_log_id(club):
+        # A key event is checked by the key rule of §2.2, not by a window (a revocation
+        # is signed by the recovery key, which signs nothing else): it must be the key
+        # event the document carries at its seq, which _history checked in order.
+        at = header.seq - 1
+        if not 0 <= at < len(doc.keys) or doc.keys[at].signed != doc.signed:
+            raise InvalidEventError(
+                "a key event verifies only among the club's key events (`keys`), at its "
+                "seq: take the document again from the feed"
+            )
+        event = verify_event(doc.signed, doc.payload, lambda c, k: c == club)
+    else:
+        event = verify_event(
+            doc.signed, doc.payload, KeyAuthority({club: genesis}, {club: history}).may_sign
+        )
     if event.id.hex() != doc.id:
         raise InvalidEventError("the id shown is not the signed event's id")
-    if history.rotated:  # where in the log the key may sign (§2.2)
+    if history.rotated and header.log != key_log_id(club):  # where it may sign (§2.2)
         first = event.id if header.seq == 1 else doc.first
         if first is None:
             raise InvalidEventError(

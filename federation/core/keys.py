@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -154,6 +154,24 @@ class Epoch:
     cut: tuple[bytes, ...] = ()  # the sealed entries of the event that began it
     event: bytes = ZERO_HASH  # that event's id
     time_us: int = 0
+    # The cut's entries by tag: finding a log's entry costs one hash, not one an entry
+    # (a cut a document carries may hold hundreds, checked for each event it shows).
+    by_tag: Mapping[bytes, tuple[bytes, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[bytes, tuple[bytes, ...]] = {}
+        for entry in self.cut:
+            index[entry[:CUT_TAG_BYTES]] = (*index.get(entry[:CUT_TAG_BYTES], ()), entry)
+        object.__setattr__(self, "by_tag", index)
+
+
+@dataclass
+class _LogWindows:
+    """KeyHistory.window_at's work for one log: windows from the last epoch down, and
+    the lowest cut among them."""
+
+    found: list[tuple[Window, bytes | None]] = field(default_factory=list)
+    end: tuple[float, bytes | None] = (INFINITE, None)
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,11 @@ class KeyHistory:
 
     genesis: Genesis
     epochs: tuple[Epoch, ...]
+    # The windows `window_at` worked out, by (log, first): the history never changes,
+    # and a document or a run shows many events of one log.
+    _windows: dict[tuple[bytes, bytes | None], _LogWindows] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, genesis: Genesis) -> KeyHistory:
@@ -209,13 +232,26 @@ class KeyHistory:
                 end = cut
         return end
 
+    def window_at(self, j: int, log: bytes, first: bytes | None) -> tuple[Window, bytes | None]:
+        """Epoch j's window in `log` (as `window` gives it) and the event id its end
+        names (as `end_of`), working down from the last epoch: each cut is opened once
+        for the history, not once for every earlier key asked about (a hostile
+        document's hundreds of key events, checked for each event it shows)."""
+        known = self._windows.setdefault((log, first), _LogWindows())
+        for i in range(len(self.epochs) - 1 - len(known.found), j - 1, -1):
+            cut = self.cut_of(i, log, first)
+            known.found.append(((cut[0], known.end[0]), known.end[1]))
+            if cut[0] < known.end[0]:  # the lowest later cut; of equal ones, the latest
+                known.end = cut
+        return known.found[len(self.epochs) - 1 - j]
+
     def cut_of(self, j: int, log: bytes, first: bytes | None) -> tuple[int, bytes | None]:
         """Epoch j's cut for `log`: (seq, id) of the last event the epoch before keeps;
         (0, None) if its cut does not name the log."""
         if first is None or j == 0:
             return 0, None
         epoch = self.epochs[j]
-        for entry in epoch.cut:
+        for entry in epoch.by_tag.get(cut_tag(log, first, epoch.n), ()):
             found = open_cut_entry(entry, log, first, epoch.n)
             if found is not None:
                 return found
@@ -308,16 +344,15 @@ def first_outside(
     """The first of a log's events (seq, key, id), in seq order, that its key may not
     sign there (§2.2), with why; None if all may. An event at the very seq a cut names
     that is not the event the cut names is outside too: the club kept another one."""
-    windows: dict[bytes, tuple[Window | None, tuple[float, bytes | None]]] = {}
+    windows: dict[bytes, tuple[Window, bytes | None] | None] = {}
     for seq, key, eid in events:
         if key not in windows:
             j = history.epoch_of(key)
-            end = (INFINITE, None) if j is None else history.end_of(j, log, first)
-            windows[key] = (history.window(log, first, key), end)
-        window, (cut_seq, cut_id) = windows[key]
-        if window is None or not window[0] < seq <= window[1]:
+            windows[key] = None if j is None else history.window_at(j, log, first)
+        found = windows[key]
+        if found is None or not found[0][0] < seq <= found[0][1]:
             return seq, outside_reason(history, key)
-        if seq == cut_seq and eid != cut_id:
+        if seq == found[0][1] and eid != found[1]:
             return seq, "not the event the club kept at this seq when it changed its key"
     return None
 
@@ -332,6 +367,19 @@ def revoke_beats(held: Header, held_payload: bytes | None) -> bool:
         return _key_change.decode(held_payload).action != "revoke"
     except (msgspec.DecodeError, RecursionError):
         return True
+
+
+def leads_to_key_in_force(held: KeyHistory, shown: KeyHistory) -> bool:
+    """protocol.md §5.1, §2.2: would the key events a document shows (`shown`, each
+    already checked), once taken by a node holding `held`, leave the document's last
+    key in force there? Yes if they extend the held key log, or if where they first
+    differ theirs is a revocation and the held one is not (a revocation beats it). A
+    shorter copy of the log, or another chain at a seq (the seizer's own rotation once
+    the club's revocation is held), is no."""
+    for mine, theirs in zip(held.epochs[1:], shown.epochs[1:], strict=False):
+        if mine.event != theirs.event:
+            return theirs.action == "revoke" and mine.action != "revoke"
+    return len(shown.epochs) >= len(held.epochs)
 
 
 def outside_reason(history: KeyHistory, key: bytes) -> str:

@@ -382,6 +382,16 @@ class Ingest:
                         continue
                     base = history.before(h.seq)
                     epoch = check_key_event(base, h, payload)
+                    if epoch.action != "revoke" and not revoke_beats(old.header, old.payload):
+                        # The held event is the club's revocation, which beats any
+                        # key event at its seq that is not one (§2.2): a rotation a
+                        # relay sends after it (the seizer's) is refused, no fork.
+                        raise InvalidEventError(
+                            "replaced by the club's revocation at this seq of its keys log",
+                            club=club,
+                            log=log,
+                            seq=h.seq,
+                        )
                     if epoch.action != "revoke" or not revoke_beats(old.header, old.payload):
                         return taken, await self._key_fork(old, event)
                     if h.prev != old.header.prev:

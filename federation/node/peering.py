@@ -14,7 +14,7 @@ from federation.core import canonical, crypto
 from federation.core.canonical import Audience, Kind
 from federation.core.config import parse_listen
 from federation.core.invite import Invite, make_invite, read_invite
-from federation.core.keys import key_log_descriptor, key_log_id
+from federation.core.keys import key_log_descriptor, key_log_id, leads_to_key_in_force
 from federation.core.naming import resolve_club
 from federation.core.selection import ROSTER_LOG_NAME
 from federation.errors import UsageError
@@ -70,10 +70,13 @@ async def add(node: Node, text: str) -> PeerRecord:
         )
     # protocol.md §5.1, §2.2: an invite signed by a key the club has since replaced
     # (as this node knows from the club's keys log) is refused: a seized key can no
-    # longer send the club's peers to another address.
+    # longer send the club's peers to another address, nor can the seizer's own
+    # rotation once the club's revocation is held here (the same number of key events,
+    # another chain): the invite's key must be the one in force here once its key
+    # events are taken, checked before anything is written.
     held = node.keys.history(club)
     shown = found.history()
-    if held is not None and len(held.epochs) > len(shown.epochs):
+    if held is not None and not leads_to_key_in_force(held, shown):
         raise UsageError(
             "this invite is signed by a key the club has since rotated or revoked (see its "
             "keys log); ask the club for a new invite"

@@ -121,6 +121,11 @@ def check_record(data: bytes) -> Outcome:
         record = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise InvalidEventError(f"not an agreement record (truncated or altered?): {exc}") from None
+    # Each club and log once (§3.8 checks 2 and 3): a club given twice could carry the
+    # revocation beside it in one copy and be read by the other (the seizer's rotation,
+    # or none), and a log twice two different first event ids.
+    if len(set(record.clubs)) != len(record.clubs) or len(set(record.logs)) != len(record.logs):
+        raise InvalidEventError("a club or a log is in the record twice: it was altered")
     genesis: dict[bytes, canonical.Genesis] = {}
     for raw in record.clubs:
         try:
