@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from yarl import URL
 
 from federation.core.canonical import Kind
@@ -32,6 +34,29 @@ from federation.service import Service, open_service
 from federation.web.client import Tap
 
 WAIT_S = 10.0
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[int]:
+    """Serve `app` over plain HTTP on 127.0.0.1, on a free port (yielded), for the
+    block's duration: a test's own server (a hostile peer, a relay, an ungated feed)."""
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        yield int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    finally:
+        await runner.cleanup()
 
 
 class Response:

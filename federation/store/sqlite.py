@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 from sqlite3 import Connection as StdlibConnection
 from types import TracebackType
@@ -62,6 +63,7 @@ BUSY_TIMEOUT_MS = 10_000
 _KIND_AT = canonical.KIND_OFFSET
 _KIND_LOW = _KIND_AT + 1
 _ERASURE_KIND = int(Kind.ERASURE)
+_kind_low = itemgetter(_KIND_LOW)
 
 
 def _row_event(signed: bytes, payload: bytes | None) -> VerifiedEvent:
@@ -295,11 +297,12 @@ class SqliteStore(SideTables):
                 first = (at[0] << SEQ_BITS) | run.first
                 if None in run.payloads:  # a tuple scan in C: nothing on the hot path
                     missing += [(first + i,) for i, p in enumerate(run.payloads) if p is None]
-                erasures += [
-                    (at[0], run.log, run.first + i, run.payloads[i])
-                    for i, signed in enumerate(run.signed)
-                    if signed[_KIND_LOW] == _ERASURE_KIND
-                ]
+                if _ERASURE_KIND in map(_kind_low, run.signed):  # a scan in C, as above
+                    erasures += [
+                        (at[0], run.log, run.first + i, run.payloads[i])
+                        for i, signed in enumerate(run.signed)
+                        if signed[_KIND_LOW] == _ERASURE_KIND
+                    ]
                 if len(run) >= RUN_STATEMENT_EVENTS:
                     statements.append(run_parameters(first, run))
                 else:

@@ -25,6 +25,7 @@ from federation.sync import messages
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo, Want
 from federation.web.peer_api import CONTENT_TYPE
 from tests.conftest import BASE_TIME_US, Club
+from tests.harness import serve_app
 from tests.sync.hostile import HostilePeer, frontier_answer
 
 
@@ -102,18 +103,9 @@ async def open_relay(club: Club, name: str = "Mallory") -> AsyncIterator[RelayPe
     """Serve a relay on 127.0.0.1, on a free port (as tests/sync/hostile.open_hostile)."""
     peer = RelayPeer(club, name)
     peer.logs = {}
-    runner = web.AppRunner(peer.app(), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    async with serve_app(peer.app()) as port:
         peer.url = f"http://127.0.0.1:{port}"
         yield peer
-    finally:
-        await runner.cleanup()
 
 
 def head_of(events: list[VerifiedEvent]) -> Head:

@@ -28,7 +28,8 @@ from federation.store.memory import MemoryStore
 from federation.store.meta import Held, Refusal, read_held, read_refusal
 from federation.sync.messages import LogHead
 from tests.cli.test_cli import cli_quiet, ok
-from tests.sync.test_cli_sync import command, environment, free_port, wait_until
+from tests.harness import free_port
+from tests.sync.test_cli_sync import command, environment, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

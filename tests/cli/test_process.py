@@ -34,7 +34,8 @@ from federation.cli.stop import EXIT_STOPPED
 from federation.demo.processes import Nodes, port_free, running
 from federation.errors import StoreError
 from federation.node import lock
-from tests.sync.test_cli_sync import command, environment, free_port, wait_until
+from tests.harness import free_port
+from tests.sync.test_cli_sync import command, environment, wait_until
 from tests.test_demo import free_base_port
 
 pytestmark = pytest.mark.timeout(180)

@@ -13,7 +13,6 @@ for: the raw characters are found in the stored data and in the JSON.
 from __future__ import annotations
 
 import re
-import socket
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from federation.errors import FederationError
 from tests.cli.test_cli import Run, cli, cli_quiet, copy_node, ok
 from tests.cli.test_cli import passphrase_env as passphrase_env  # the same autouse fixture
 from tests.conftest import Club
+from tests.harness import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,12 +186,6 @@ def test_status_and_verify_stay_safe(capsys: pytest.CaptureFixture[str], nodes: 
 
 
 # --- a partner's name, from the invite it crafted ---------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_peers_name_is_shown_harmlessly_in_peers_sync_and_status(

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from federation.core.canonical import Kind
 from federation.web.feed import make_feed_app
@@ -25,6 +24,7 @@ from federation.web.feed_guard import FeedLimits
 from federation.web.limits import GateStatistics
 from tests.feed.support import feed_federation
 from tests.feed.test_live_and_config import next_item
+from tests.harness import serve_app
 
 pytestmark = pytest.mark.timeout(30)
 SOURCES = [f"127.0.0.{i}" for i in range(2, 10)]
@@ -174,23 +174,14 @@ async def test_without_the_gate_the_same_clients_are_held(tmp_path: Path) -> Non
     async with (
         feed_federation(tmp_path, ("a",), limits) as (_, feed),
         _open_connections() as connect,
+        serve_app(make_feed_app(feed.server.index, limits)) as port,
     ):
-        runner = web.AppRunner(make_feed_app(feed.server.index, limits), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            server = site._server
-            assert server is not None
-            port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-            flood = [await connect(port, s) for s in SOURCES[1:5] for _ in range(PER_ADDRESS)]
-            assert len(flood) == 2 * CONNECTIONS
-            took = await _slowloris(*await connect(port, SOURCES[0]))
-            assert took == HELD_S * 2, f"closed after {took:.2f} s"
-            assert not any([await _closed_within(r, 0.05) for r, _ in flood])
-            assert feed.server.gate.statistics() == GateStatistics(0, 0, 0, 0)
-        finally:
-            await runner.cleanup()
+        flood = [await connect(port, s) for s in SOURCES[1:5] for _ in range(PER_ADDRESS)]
+        assert len(flood) == 2 * CONNECTIONS
+        took = await _slowloris(*await connect(port, SOURCES[0]))
+        assert took == HELD_S * 2, f"closed after {took:.2f} s"
+        assert not any([await _closed_within(r, 0.05) for r, _ in flood])
+        assert feed.server.gate.statistics() == GateStatistics(0, 0, 0, 0)
 
 
 async def test_a_live_stream_outlives_the_idle_timeout(tmp_path: Path) -> None:

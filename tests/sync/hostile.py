@@ -28,6 +28,7 @@ from federation.sync.messages import Frontier, LogHead, Message, Want
 from federation.sync.serve import frontier as frontier_of
 from federation.web.peer_api import CONTENT_TYPE, EVENTS_PATH, FRONTIER_PATH, INFO_PATH
 from tests.conftest import Club
+from tests.harness import serve_app
 
 
 @dataclass
@@ -124,15 +125,6 @@ async def _send(request: web.Request, answer: Answer) -> web.StreamResponse:
 async def open_hostile(club: Club, name: str = "Hostile club") -> AsyncIterator[HostilePeer]:
     """Serve a hostile peer on 127.0.0.1, on a free port, for the block's duration."""
     peer = HostilePeer(club, name)
-    runner = web.AppRunner(peer.app(), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    async with serve_app(peer.app()) as port:
         peer.url = f"http://127.0.0.1:{port}"
         yield peer
-    finally:
-        await runner.cleanup()

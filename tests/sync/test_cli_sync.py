@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from federation.node.keyfile import PASSPHRASE_ENV
+from tests.harness import free_port
 
 PASSPHRASE = "correct horse battery staple"
 COMMAND_TIMEOUT_S = 60.0
@@ -45,13 +45,6 @@ class Run:
 
     def json(self) -> Any:
         return json.loads(self.out)
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def environment() -> dict[str, str]:
