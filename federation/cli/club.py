@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,33 @@ def add_init_arguments(c: argparse.ArgumentParser) -> None:
     safety.add_recovery_sheet_arguments(c)
 
 
+def _check_init_target(root: Path) -> None:
+    """A node directory holds the node's files alone, and init makes it 0700: a
+    directory holding anything else (a home directory, the current one when --node was
+    forgotten) is refused before anything is asked or written."""
+    try:
+        others = sorted(p.name for p in root.iterdir() if not _NODE_FILE.fullmatch(p.name))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UsageError(f"{root} is a file; give --node a new directory") from None
+    if others:
+        raise UsageError(
+            f"{root} is not empty (it holds {others[0]!r}): a node directory holds the node's "
+            "files alone and init makes it readable by you only; give --node NEWDIR"
+        )
+
+
+# What a node directory holds (an unfinished init's files are refused by init_node).
+_NODE_FILE = re.compile(
+    r"(config\.toml|club\.key(\.tmp|\.next)?|recovery\.key|tls\.(key|crt)|run\.lock|"
+    r"control\.sock|store\.sqlite(-wal|-shm|-journal)?)"
+)
+
+
 async def cmd_init(args: argparse.Namespace) -> Output:
     root = Path(args.node)
+    _check_init_target(root)
     # The recovery secret is shown once and never stored here (protocol.md §2.1).
     shares = recovery.parse_threshold(args.recovery_shares) if args.recovery_shares else None
     safety.check_sheet_target(args.recovery_out)

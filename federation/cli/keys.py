@@ -20,8 +20,8 @@ from federation.core.ids import short
 from federation.core.when import zoned_time
 from federation.errors import UsageError
 from federation.node import keys as node_keys
-from federation.node import recovery
-from federation.node.node import Node
+from federation.node import lock, recovery
+from federation.node.node import Node, NodePaths, load_config
 
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
@@ -105,16 +105,24 @@ def _result(result: node_keys.KeyChangeResult) -> Output:
 
 
 async def cmd_key(args: argparse.Namespace) -> Output:
-    if args.action == "revoke":
-        key = recovery_key(args)  # checked before the node is opened: nothing changes
-        before = _before(args.before)
-        async with await Node.open(Path(args.node)) as node:
+    root = Path(args.node)
+    if args.action == "status":
+        async with await Node.open(root) as node:
+            return await _status(node)
+    command = f"key {args.action}"
+    load_config(NodePaths(root))  # no node here: that error, not the lock's
+    lock.refuse_running(root, command)  # before the recovery words are asked for
+    key = recovery_key(args) if args.action == "revoke" else None  # before anything opens
+    before = _before(args.before) if args.action == "revoke" else None
+    async with await Node.open(root) as node:
+        if key is not None:  # refused before the lock is taken: nothing written
             recovery.check_recovery(key, node.genesis[node.club])
+            node_keys.check_revoke(node, key, before_us=before)
+        # A running node would go on signing with the key it unlocked (§2.2): refused.
+        with lock.hold_stopped(root, command):
+            if key is None:
+                return _result(await node_keys.rotate(node))
             return _result(await node_keys.revoke(node, key, before_us=before))
-    async with await Node.open(Path(args.node)) as node:
-        if args.action == "rotate":
-            return _result(await node_keys.rotate(node))
-        return await _status(node)
 
 
 async def _status(node: Node) -> Output:

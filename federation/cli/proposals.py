@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from federation.cli.table import Column, fit, table, terminal_width
 from federation.core.naming import full_id
 from federation.errors import FederationError, UsageError
 from federation.node import control, proposals
+from federation.node.keyfile import write_private
 from federation.node.node import Node
 from federation.views.agreement import MAX_RECORD_BYTES, check_record
 from federation.views.proposals import Outcome
@@ -186,6 +188,8 @@ async def cmd_proposal(args: argparse.Namespace) -> Output:
         return _verify(Path(args.file))
     if args.action not in _READS:  # it signs: done by the running node if there is one
         return await _sign(args)
+    if args.action == "export":
+        _check_new(args.output)  # before any work, as `export` and `backup` do
     async with await Node.open(Path(args.node)) as node:
         return await _on_node(node, args)
 
@@ -244,9 +248,22 @@ def _feed(choice: proposals.FeedChoice) -> Output:
     return Output(msgspec.to_builtins(choice), lines)
 
 
+def _exists(path: str) -> str:
+    return f"{path} already exists and proposal export never overwrites; choose another -o"
+
+
+def _check_new(path: str) -> None:
+    if os.path.lexists(path):
+        raise UsageError(_exists(path))
+
+
 def _write(path: Path, data: bytes) -> None:
+    """A new file, 0600, like every file the node writes (export, backup): never over
+    an existing one (`-o club.key` in the node directory would destroy the key)."""
     try:
-        path.write_bytes(data)
+        write_private(path, data)
+    except FileExistsError:
+        raise UsageError(_exists(str(path))) from None
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import io
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from federation.cli.output import Output, escape_unsafe, progress, say
 from federation.errors import UsageError
 from federation.node import agefile, archive, backup, recovery
 from federation.node.keyfile import (
+    MIN_PASSPHRASE_CHARS,
     PASSPHRASE_ENV,
     open_key,
     read_key_file,
@@ -27,7 +30,12 @@ from federation.node.keyfile import (
 from federation.node.node import Node, NodePaths, load_config, prompt_passphrase
 from federation.node.system import random_bytes
 from federation.store.base import LogRecord
-from federation.store.meta import NEW_LOGS, confirm_restored, restored_logs
+from federation.store.meta import (
+    NEW_LOGS,
+    confirm_restored,
+    restored_logs,
+    waits_after_restore,
+)
 
 # --- secrets people type ------------------------------------------------------------
 
@@ -42,7 +50,28 @@ def age_passphrase(paths: NodePaths | None, *, confirm: bool) -> bytes:
         config = load_config(paths)
         if config.key.passphrase == "file":
             return read_passphrase_file(paths.resolve(config.key.passphrase_file))
+        if config.key.passphrase == "none":
+            return _file_passphrase()
     return prompt_passphrase(confirm=confirm)
+
+
+def _file_passphrase() -> bytes:
+    """A node made with --no-passphrase has none to seal a file with: the file gets one
+    of its own, typed twice (a typo would make it unopenable), never "the club key's"."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "this node has no passphrase (--no-passphrase), so the file needs one of its "
+            f"own: set {PASSPHRASE_ENV}, or give --to AGE_KEY; nothing was written"
+        )
+    first = getpass.getpass("Passphrase for this file (the node has none): ")
+    if len(first) < MIN_PASSPHRASE_CHARS:
+        raise UsageError(
+            f"the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters; nothing "
+            "was written"
+        )
+    if getpass.getpass("Again: ") != first:
+        raise UsageError("the passphrases did not match; nothing was written: run it again")
+    return first.encode()
 
 
 def opening_secrets(args: argparse.Namespace, paths: NodePaths | None) -> dict[str, object]:
@@ -151,7 +180,28 @@ async def status(node: Node) -> tuple[dict[str, object], list[str]]:
             f"warning: {node.paths.recovery_key} is on this node: whoever takes the machine "
             "and the passphrase can revoke the club's key; run `federation recovery move-off`"
         )
+    loose = loose_modes(node.paths, node.paths.resolve(node.config.key.file))
+    data["loose_modes"] = [{"path": str(p), "mode": f"{m:o}"} for p, m in loose]
+    lines += [
+        f"warning: {p} is open to other users (mode {m:o}): chmod {700 if p.is_dir() else 600} {p}"
+        for p, m in loose
+    ]
     return data, lines
+
+
+def loose_modes(paths: NodePaths, key_file: Path) -> list[tuple[Path, int]]:
+    """The node directory and the files in it the node made 0700/0600 that others may
+    now open: copied by hand, through a FAT stick or `rsync` without modes (the store
+    tightens its own files when it opens, store/cipher.py)."""
+    found = []
+    for path in (paths.root, paths.config, key_file, paths.tls_key, paths.tls_cert):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append((path, mode))
+    return found
 
 
 # --- recovery move-off ----------------------------------------------------------------
@@ -431,6 +481,20 @@ async def cmd_declare(args: argparse.Namespace) -> Output:
                     f"no log {unknown[0]!r} of this club; see its logs in `federation status`"
                 )
             chosen = [own[name] for name in args.logs]
+            # A log made after the restore waits with every such log (store/meta.py
+            # NEW_LOGS, protocol.md §3.6): naming one alone would release nothing.
+            made_since = [
+                n
+                for n in args.logs
+                if own[n] not in waiting
+                and await waits_after_restore(node.store, own[n]) is not None
+            ]
+            if made_since:
+                raise UsageError(
+                    f"log {made_since[0]!r} was made after the restore: such logs wait "
+                    "together for one sync with a peer (`federation sync`), or for "
+                    "`federation declare-no-copies --all`; nothing was changed"
+                )
         done = await confirm_restored(node.store, chosen)
     names = {log: name for name, log in own.items()}
     shown = [names.get(log, "logs made after the restore") for log in done]

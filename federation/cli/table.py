@@ -32,7 +32,10 @@ def terminal_width() -> int:
     """The width to render for: the terminal's when standard output is one, else 80."""
     try:
         if sys.stdout.isatty():
-            return max(20, os.get_terminal_size(sys.stdout.fileno()).columns)
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+            # 0: a terminal that does not know its size (a serial console, a pty
+            # nobody sized): the default, not 20 columns.
+            return max(20, columns) if columns > 0 else WIDTH
     except (OSError, ValueError):  # no terminal after all, or stdout closed
         pass
     return WIDTH

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyrage
 
 from federation.errors import KeyFileError, UsageError
+from federation.node.keyfile import wrong_passphrase
 
 MAGIC = b"age-encryption.org/v1\n"
 
@@ -87,9 +88,10 @@ def open_sealed(
             raise UsageError(f"{what} is encrypted: give its passphrase, or --identity FILE")
         return bytes(pyrage.passphrase.decrypt(data, _text(passphrase)))
     except pyrage.DecryptError as exc:
-        reason = str(exc)
-        if reason == "Decryption failed":
-            raise KeyFileError(f"wrong passphrase for {what}; try again") from None
+        # The library's text may run over lines (a hint to upgrade): its first line only.
+        reason = (str(exc).strip().splitlines() or ["unknown error"])[0].strip()
+        if reason == "Decryption failed" and passphrase is not None:
+            raise KeyFileError(wrong_passphrase(what, passphrase)) from None
         if reason == "No matching keys found":
             raise KeyFileError(
                 f"{what} was not encrypted to "

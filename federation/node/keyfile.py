@@ -152,10 +152,7 @@ def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str)
                 derived, bytes.fromhex(kf.nonce), bytes.fromhex(kf.ciphertext), club
             )
             if opened is None:
-                raise KeyFileError(
-                    f"wrong passphrase for {path} (or the file was altered); try again",
-                    path=path,
-                )
+                raise KeyFileError(wrong_passphrase(path, passphrase, altered=True), path=path)
             secrets = opened
         if len(secrets) != size:
             raise ValueError(f"version {kf.version} holds {size} secret bytes, not {len(secrets)}")
@@ -169,6 +166,19 @@ def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str)
         raise KeyFileError(
             f"key file {path} is corrupt ({exc}); restore it from your backup", path=path
         ) from None
+
+
+def wrong_passphrase(what: str, passphrase: bytes, *, altered: bool = False) -> str:
+    """The one line for a passphrase that does not open `what`. Typing it again helps
+    only if it was typed: one from FEDERATION_PASSPHRASE comes back the same."""
+    head = f"wrong passphrase for {what}" + (" (or the file was altered)" if altered else "")
+    if os.environ.get(PASSPHRASE_ENV, "").encode() == passphrase:
+        return (
+            f"{head}: it is the one in {PASSPHRASE_ENV}; set that to the right passphrase, "
+            "or unset it to be asked"
+            + ("; if the passphrase is right, restore it from your backup" if altered else "")
+        )
+    return f"{head}; try again"
 
 
 def open_key(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> crypto.SigningKey:

@@ -114,6 +114,21 @@ async def revoke(
     own heads or from `before_us`, and continue under a new key (protocol.md §2.2).
     The revocation takes the keys-log seq right after the event that introduced the
     revoked key: whatever the seizer added to the keys log after it is replaced."""
+    check_revoke(node, recovery, before_us=before_us)
+    seized = node.key_in_file()  # in force or not: a seizer may have rotated it away
+    history = node.keys.history(node.club)
+    assert history is not None
+    j = history.epoch_of(seized.public)
+    if j is None:
+        raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
+    marks, dropped = await own_cut(node, before_us=before_us)
+    base = KeyHistory(history.genesis, history.epochs[: j + 1])
+    return await _hand_over(node, "revoke", recovery, base, marks, dropped, revoked=seized.public)
+
+
+def check_revoke(node: Node, recovery: crypto.SigningKey, *, before_us: int | None) -> None:
+    """Refuse a revocation that `revoke` would refuse, reading only (the CLI asks this
+    before it takes the run lock)."""
     genesis = node.genesis[node.club]
     if genesis.recovery == bytes(32):
         raise UsageError("this club was made without a recovery key: it cannot revoke its key")
@@ -128,15 +143,15 @@ async def revoke(
             f"--before {when} is in the future: a revocation names a point the club's "
             "logs have reached; nothing was changed"
         )
-    seized = node.key_in_file()  # in force or not: a seizer may have rotated it away
-    history = node.keys.history(node.club)
-    assert history is not None
-    j = history.epoch_of(seized.public)
-    if j is None:
-        raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
-    marks, dropped = await own_cut(node, before_us=before_us)
-    base = KeyHistory(history.genesis, history.epochs[: j + 1])
-    return await _hand_over(node, "revoke", recovery, base, marks, dropped, revoked=seized.public)
+    if before_us is not None and before_us < genesis.time_us:
+        # A point before the club existed would put every event it ever signed outside
+        # the window, for good, on every peer: a mistyped year, never a seizure.
+        when = dt.datetime.fromtimestamp(before_us / 1e6, dt.UTC).isoformat("T", "seconds")
+        made = dt.datetime.fromtimestamp(genesis.time_us / 1e6, dt.UTC).isoformat("T", "seconds")
+        raise UsageError(
+            f"--before {when} is before the club was created ({made}): give a time after "
+            "it, or leave --before out to revoke from this node's heads; nothing was changed"
+        )
 
 
 async def _hand_over(

@@ -146,3 +146,39 @@ def hold(root: Path) -> Iterator[None]:
         yield
     finally:
         release(root)
+
+
+def refuse_running(root: Path, command: str, pid: int | None = None) -> None:
+    """Raise, naming the pid, if a node runs in `root`: for a command that changes what
+    a running node holds in memory (the club's signing key: `key rotate`, `key
+    revoke`), which would go on signing with the key it unlocked, outside that key's
+    window (protocol.md §2.2). Reads only: called before anything is asked or opened."""
+    pid = holder(root) if pid is None else pid
+    if pid is None:
+        return
+    who = f"pid {pid}" if pid else "its pid not yet written"
+    stop = f"`kill {pid}`" if pid else "Ctrl-C in its terminal"
+    raise StoreError(
+        f"the node in {root} is running ({who}), and `federation {command}` changes the "
+        f"key it signs with: stop it first ({stop}), run the command again, then start "
+        "the node; nothing was changed",
+        path=str(lock_path(root)),
+    )
+
+
+@contextlib.contextmanager
+def hold_stopped(root: Path, command: str) -> Iterator[None]:
+    """The run lock for such a command (`refuse_running`), held for the block so that
+    no `run` starts halfway."""
+    refuse_running(root, command)
+    try:
+        acquire(root)
+    except StoreError:
+        pid = holder(root)  # a `run` took it just now
+        if pid is None:
+            raise  # not a lock held: the directory's own error
+        refuse_running(root, command, pid)
+    try:
+        yield
+    finally:
+        release(root)

@@ -13,6 +13,7 @@ Every error is one line saying what was wrong with which words and what to do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,15 @@ MAX_SHARES = 16
 _ITERATION_EXPONENT = 1
 
 _bip39 = mnemonic.Mnemonic("english")
+# The labels the recovery sheet puts before the words (cli/safety.py `recovery_sheet`):
+# a file written by `--recovery-out`, or a line copied from it, is read as it is.
+_WORDS_LABEL = re.compile(r"^\s*recovery words\s*:", re.IGNORECASE)
+_SHARE_LABEL = re.compile(r"^\s*share \d+ of \d+ \(any \d+ recover\)\s*:", re.IGNORECASE)
+
+
+def _labelled(text: str, label: re.Pattern[str]) -> list[str]:
+    """What follows `label` on each line of `text` that begins with it."""
+    return [line[m.end() :] for line in text.splitlines() if (m := label.match(line))]
 
 
 def words(seed: bytes) -> str:
@@ -73,7 +83,16 @@ def parse_threshold(text: str) -> tuple[int, int]:
 
 
 def signing_key_from_words(text: str) -> crypto.SigningKey:
-    """The recovery key from its 24 BIP-39 words (spaces and case do not matter)."""
+    """The recovery key from its 24 BIP-39 words (spaces and case do not matter; the
+    recovery sheet's own file, or its "recovery words:" line, is read as it is)."""
+    words_line = _labelled(text, _WORDS_LABEL)
+    if words_line:
+        text = " ".join(words_line)
+    elif _labelled(text, _SHARE_LABEL):
+        raise UsageError(
+            "these are recovery shares, not the 24 recovery words: give each member's "
+            "share with --share FILE"
+        )
     typed = text.lower().split()
     if len(typed) != WORDS:
         raise UsageError(
@@ -97,11 +116,26 @@ def signing_key_from_words(text: str) -> crypto.SigningKey:
 
 
 def signing_key_from_shares(typed: list[str]) -> crypto.SigningKey:
-    """The recovery key from k of its SLIP-39 shares."""
+    """The recovery key from k of its SLIP-39 shares (each text one share, or lines of
+    the recovery sheet, "share i of n (any k recover): ...", one share a line)."""
+    texts: list[str] = []
+    for text in typed:
+        if _labelled(text, _WORDS_LABEL):
+            raise UsageError(
+                "these are the 24 recovery words, not a share: give them with --words-file FILE"
+            )
+        texts += _labelled(text, _SHARE_LABEL) or [text]
     shares: list[Share] = []
     seen: dict[int, int] = {}
-    for number, text in enumerate(typed, start=1):
+    for number, text in enumerate(texts, start=1):
         share = _share(number, text)
+        # The set first: two sets' shares can hold the same member index.
+        if shares and share.common_parameters() != shares[0].common_parameters():
+            raise UsageError(
+                f"these shares come from different sets (shares 1 and {number}: another "
+                "club's, or an older split): every share of one set begins with the same "
+                "first two words; use one set"
+            )
         if share.index in seen:
             raise UsageError(
                 f"share {number} is the same member's share as share {seen[share.index]} "

@@ -100,8 +100,9 @@ def test_wrong_passphrase(
     monkeypatch.setenv(PASSPHRASE_ENV, "not the passphrase")
     line = refused(capsys, node, "post", "note", "--text", "x", code=1)
     assert line == (
-        f"federation: error: wrong passphrase for {node / 'club.key'} (or the file was altered); "
-        "try again"
+        f"federation: error: wrong passphrase for {node / 'club.key'} (or the file was altered): "
+        f"it is the one in {PASSPHRASE_ENV}; set that to the right passphrase, or unset it "
+        "to be asked; if the passphrase is right, restore it from your backup"
     )
 
 
