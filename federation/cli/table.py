@@ -130,7 +130,8 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[object]], total: in
 def wrap(text: str, total: int, indent: str = "", hang: str = "    ") -> list[str]:
     """A sentence for people (made safe to display first) as lines of at most `total`
     columns: the first after `indent`, the rest after `indent + hang`. A word longer
-    than a line (an id) is cut."""
+    than a line (a path, in a command to copy) gets a line of its own, whole: the
+    terminal wraps it, and a cut path would be a wrong command."""
     words = escape_unsafe(text).split()
     lines: list[str] = []
     line = indent
@@ -141,7 +142,7 @@ def wrap(text: str, total: int, indent: str = "", hang: str = "    ") -> list[st
         line = line + (" " if line.strip() else "") + word
     if line.strip():
         lines.append(line)
-    return [cut(ln, total) for ln in lines]
+    return lines
 
 
 _LABELLED = re.compile(r"^(\s*\S+\s{2,})")  # "key      value": go on under the value

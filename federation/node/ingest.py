@@ -146,6 +146,7 @@ class Ingest:
             raise InvalidEventError("log of a club whose genesis was not given", log=log)
         if self.allow_private:
             await self.store.put_log(log, descriptor)
+            self._records = None  # read again: it holds this log now
         elif await self._record(log) is None:
             self._unstored[log] = (descriptor, d.club)
 
@@ -169,15 +170,17 @@ class Ingest:
         return quotas.warnings(self.refused)
 
     async def _record(self, log: bytes) -> LogRecord | None:
-        """The log as the store held it when this ingest began. Read in one query: one
-        read a log would queue behind the commit running on the store's thread. The
-        heads are as fresh as the frontier the round compared; should another peer's
-        ingest store the same events meanwhile, the store keeps only what is new of
-        ours (store.append_runs), and a different event at a held seq is refused."""
+        """The log as the store held it when this ingest began (None: not held then).
+        Read in one query: a read a log would queue behind the commit running on the
+        store's thread (a bulk sync of many new logs waited seconds so). The heads are
+        as fresh as the frontier the round compared, whose want asked for the
+        descriptor of every log not held then; should another peer's ingest store the
+        same log or events meanwhile, the store keeps only what is new of ours
+        (store.append_runs, the chain rule), and a different event at a held seq is
+        refused."""
         if self._records is None:
             self._records = {r.id: r for r in await self.store.logs()}
-        record = self._records.get(log)
-        return record if record is not None else await self.store.log(log)
+        return self._records.get(log)
 
     async def _head(self, log: bytes) -> Head | None:
         if log not in self.heads:
