@@ -11,6 +11,7 @@ import msgspec
 from federation.core import crypto
 from federation.core.canonical import Audience, Kind, sha256
 from federation.core.events import Head, sign_event
+from federation.core.evidence import MAX_CARRIED_KEY_EVENTS
 from federation.core.keys import (
     CUT_ENTRY_BYTES,
     KEY_LOG_NAME,
@@ -103,6 +104,14 @@ async def rotate(node: Node) -> KeyChangeResult:
     old = node.unlock()
     history = node.keys.history(node.club)
     assert history is not None
+    if history.current.n >= MAX_CARRIED_KEY_EVENTS:
+        # Invites, evidence and agreement records carry the club's key events, at most
+        # this many (protocol.md §2.2): one more and none of them would verify. A
+        # revocation is never refused so: recovering from a seizure comes first.
+        raise UsageError(
+            f"the club has changed its key {history.current.n} times, the most its "
+            "invites, evidence and agreement records can carry; nothing was changed"
+        )
     marks, dropped = await own_cut(node)
     return await _hand_over(node, "rotate", old, history, marks, dropped)
 

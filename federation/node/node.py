@@ -373,6 +373,19 @@ class Node:
 
     async def own_log(self, audience: Audience, name: str | None = None) -> LogRecord:
         """The club's log for `audience` (named `name`), opened on first use."""
+        found, log, descriptor = await self._own_log(audience, name)
+        if found is not None:
+            return found
+        await self.store.put_log(log, descriptor)
+        opened = await self.store.log(log)
+        assert opened is not None
+        return opened
+
+    async def _own_log(
+        self, audience: Audience, name: str | None
+    ) -> tuple[LogRecord | None, bytes, bytes]:
+        """The club's log for `audience` named `name` if it is open (else None), with
+        its id and descriptor: what may be written is decided before a log is made."""
         name = name or default_log_name(audience)
         for record in await self.store.logs():
             if record.club == self.club and record.name == name:
@@ -381,16 +394,12 @@ class Node:
                         f"log {name!r} has audience {record.audience.kind}, not "
                         f"{audience.kind}; a log's audience never changes: choose another --log"
                     )
-                return record
+                return record, record.id, record.descriptor
         try:
             d = descriptor_bytes(self.club, name, audience)
         except FederationError as exc:
             raise UsageError(f"cannot open log {name!r}: {exc}") from None
-        log = canonical.log_id(d)
-        await self.store.put_log(log, d)
-        opened = await self.store.log(log)
-        assert opened is not None
-        return opened
+        return None, canonical.log_id(d), d
 
     async def post(
         self,
@@ -414,46 +423,56 @@ class Node:
         if checked and kind in POSTABLE_KINDS:
             await rails.check(self, kind, fields, audience, log_name, confirmed=confirmed)
         key = self.unlock()
-        record = await self.own_log(audience, log_name)
+        # Every refusal below comes before the log is made: a refused post changes
+        # nothing (DESIGN principle 14).
+        found, log, _ = await self._own_log(audience, log_name)
+        name = found.name if found is not None else log_name or default_log_name(audience)
         # protocol.md §2.2: key events are made by `federation key`, and only there.
-        if kind == Kind.KEY or record.id == key_log_id(self.club):
+        if kind == Kind.KEY or log == key_log_id(self.club):
             raise UsageError(
                 "key events are written by `federation key rotate | revoke`, into the "
                 "club's keys log, which holds nothing else; choose another kind or --log"
             )
-        if record.frozen:
+        if found is not None and found.frozen:
             raise UsageError(
-                f"log {record.name!r} is frozen after a fork: two different events signed "
+                f"log {name!r} is frozen after a fork: two different events signed "
                 "with this club's key hold one seq of it (this node was restored from an "
                 "old backup and wrote again, or the key is used elsewhere); nothing more "
                 "can be added to it. The proof is in `federation status`; post into "
                 "another log (`--log NAME`), and if the key may be stolen, rotate it"
             )
-        held = record.head.seq if record.head else 0
+        held = found.head.seq if found is not None and found.head else 0
         # protocol.md §3.6: this node was restored from a backup, and no peer has shown
         # it this log's head since, so its lost writes may be out there: the next event
-        # could fork the log. The roster log too: it forks like any other.
-        if await waits_after_restore(self.store, record.id) is not None:
+        # could fork the log. The roster log too: it forks like any other. A log this
+        # node does not hold may have been made after the backup (NEW_LOGS).
+        if await waits_after_restore(self.store, log) is not None:
+            release = (
+                f"If no other node holds this log (a private log, or one no peer "
+                f"received), run `federation declare-no-copies {name}`"
+                if found is not None
+                else "If no other node holds any log the club made after that backup, run "
+                "`federation declare-no-copies --all`"
+            )
             raise UsageError(
-                f"log {record.name!r} may not be written yet: this node was restored from "
+                f"log {name!r} may not be written yet: this node was restored from "
                 "a backup and no peer has shown it this log's head since; run "
-                "`federation sync` first. If no other node holds this log (a private log, "
-                "or one no peer received), run `federation declare-no-copies "
-                f"{record.name}`"
+                f"`federation sync` first. {release}"
             )
         # protocol.md §3.6: a peer sent a validly signed event of ours beyond our head,
         # so this node lost writes (restored from an old backup); writing now would
         # fork the club's own log. A bare claim never gets here (DESIGN principle 15),
         # and the roster log is never held back: `peers remove` must always work.
-        if record.id != roster_log_id(self.club):
-            guard = await holding_back(self.store, record.id, held)
+        if log != roster_log_id(self.club):
+            guard = await holding_back(self.store, log, held)
             if guard is not None:
                 raise UsageError(
-                    f"log {record.name!r} is behind what peer {guard.peer or '?'} holds "
+                    f"log {name!r} is behind what peer {guard.peer or '?'} holds "
                     f"(a signed event of ours at seq {guard.seq}, here {held}): this node "
                     "looks restored from an old backup; run `federation sync` to catch up "
                     "before posting (pausing or removing that peer lifts this)"
                 )
+        record = found if found is not None else await self.own_log(audience, log_name)
         event = sign_event(
             key,
             club=self.club,

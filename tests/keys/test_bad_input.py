@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -23,6 +24,7 @@ from federation.core.events import Head, VerifiedEvent, sign_event
 from federation.core.keys import key_log_descriptor, key_log_id
 from federation.core.payloads import kind_from_name, make_payload
 from federation.errors import UsageError
+from federation.node import keys as node_keys
 from federation.node import recovery
 from federation.node.ingest import Ingest
 from federation.node.keylog import load_histories
@@ -128,6 +130,29 @@ async def test_the_cli_revokes_with_three_shares_and_status_shows_the_new_key(
     # and the node signs with it: a post goes through, under the new key
     code, _, err = await run(capsys, root, "key", "rotate")
     assert code == 0, err
+
+
+async def test_a_rotation_past_what_documents_carry_is_refused_a_revocation_is_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Invites, evidence and agreement records carry at most MAX_CARRIED_KEY_EVENTS of
+    a club's key events (protocol.md §2.2): a rotation past it is refused, and changes
+    nothing; a revocation after a seizure is never refused for it. The limit is made
+    2 here (the real one, 256, would take 256 rotations)."""
+    root = await make_node(tmp_path / "k")
+    with mock.patch.object(node_keys, "MAX_CARRIED_KEY_EVENTS", 2):
+        for _ in range(2):
+            code, _, err = await run(capsys, root, "key", "rotate")
+            assert code == 0, err
+        before = await key_state(root)
+        code, out, err = await run(capsys, root, "key", "rotate")
+        assert code == 2, (out, err)
+        assert "changed its key 2 times, the most its invites" in err
+        assert err.count("\n") == 1
+        assert await key_state(root) == before
+        words = write(tmp_path / "w", recovery.words(RECOVERY_SEED))
+        code, _, err = await run(capsys, root, "key", "revoke", "--words-file", words)
+        assert code == 0, err
 
 
 def test_a_key_event_is_never_posted_by_hand() -> None:
