@@ -204,6 +204,9 @@ async def _open_node(root: Path, *, plain_store: bool) -> Node:
     plain = path.with_name("plain.sqlite")
     with contextlib.closing(cipher.connect(path, key)) as db:
         db.execute("ATTACH DATABASE ? AS plain KEY ''", (str(plain),))
+        # The same page size as the encrypted store: the A/B then measures encryption
+        # alone (a plain file would default to 4 KiB pages, costlier to ingest into).
+        db.execute(f"PRAGMA plain.page_size = {cipher.PAGE_BYTES}")
         db.execute("SELECT sqlcipher_export('plain')")
         db.execute(f"PRAGMA plain.user_version = {db.execute('PRAGMA user_version').fetchone()[0]}")
         db.execute("DETACH DATABASE plain")
