@@ -36,7 +36,7 @@ PLAINTEXT_HEADER = b"SQLite format 3\x00"
 PAGE_BYTES = 32 * 1024
 
 
-def _settings(page_bytes: int) -> tuple[str, ...]:
+def format_settings(page_bytes: int) -> tuple[str, ...]:
     return (
         f"PRAGMA cipher_page_size = {page_bytes}",
         "PRAGMA cipher_hmac_algorithm = HMAC_SHA256",
@@ -46,10 +46,10 @@ def _settings(page_bytes: int) -> tuple[str, ...]:
     )
 
 
-CIPHER_SETTINGS = _settings(PAGE_BYTES)
+CIPHER_SETTINGS = format_settings(PAGE_BYTES)
 # The first encrypted stores (issue 11's first version) had 4 KiB pages; a node
 # converts one to the format above at its next start (node/at_rest.py).
-EARLIER_SETTINGS = _settings(4096)
+EARLIER_SETTINGS = format_settings(4096)
 # Settings for the library, not the file (they are process-wide in SQLCipher):
 # - memory security OFF: ON wipes and mlocks every allocation SQLite frees, which
 #   costs throughput on every statement; it guards against reading the process's
