@@ -9,7 +9,6 @@ these, so the many-node tests run the code that serves real peers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from federation.core.keys import key_log_id
@@ -81,7 +80,8 @@ def events(rt: Runtime, requester: bytes | None, want: Want) -> AsyncGenerator[M
 class _ReadAhead:
     """Reads a log's next page from the store while the page before it is framed and
     sent: the store's thread and the event loop then work at once, instead of one
-    waiting for the other (bulk sync's sender; bench/RESULTS.md, "Read-ahead").
+    waiting for the other (bulk sync's sender; bench/RESULTS.md, "Ingest into the
+    encrypted store").
 
     A page read ahead is used only if it is the page asked for next, and only if the
     runtime's caches did not change meanwhile (a refresh follows every erasure, held
@@ -95,25 +95,27 @@ class _ReadAhead:
 
     async def read(self, log: bytes, after: int, limit: int) -> list[RawEvent]:
         task, self._task = self._task, None
-        page: list[RawEvent] | None = None
-        if task is not None:
-            if self._next == (log, after, limit, self.rt.version):
-                page = await task
-            else:
-                task.cancel()
-        if page is None:
+        if task is not None and self._next == (log, after, limit, self.rt.version):
+            page = await task
+        else:
+            _drop(task)
             page = await self.rt.store.raw_events(log, after, limit)
         if len(page) == limit:  # a full page: the log may go on
             self._next = (log, page[-1].seq, limit, self.rt.version)
             self._task = asyncio.ensure_future(self.rt.store.raw_events(log, page[-1].seq, limit))
         return page
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+    def close(self) -> None:
+        task, self._task = self._task, None
+        _drop(task)
+
+
+def _drop(task: asyncio.Task[list[RawEvent]] | None) -> None:
+    """A page read ahead and not used: cancelled, and its outcome taken when it ends,
+    so a failed read is not reported as an exception never retrieved."""
+    if task is not None:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 ReadPage = Callable[[bytes, int, int], Awaitable[serve.Page]]
@@ -123,7 +125,7 @@ async def _read(
     read: ReadPage,
     answer: serve.Answer,
     before_done: Callable[[], Awaitable[None]],
-    close: Callable[[], Awaitable[None]],
+    close: Callable[[], None],
 ) -> AsyncGenerator[Message, None]:
     """Drive the answer's plan against the store: pages in, messages out. `close` runs
     however the answer ends (sent, refused, or the requester gone)."""
@@ -142,4 +144,4 @@ async def _read(
                     await before_done()
                 yield item
     finally:
-        await close()
+        close()
