@@ -80,6 +80,10 @@ def _check_init_target(root: Path) -> None:
         return
     except NotADirectoryError:
         raise UsageError(f"{root} is a file; give --node a new directory") from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {root} ({exc.strerror or exc}); give --node a new directory"
+        ) from None
     if others:
         raise UsageError(
             f"{root} is not empty (it holds {others[0]!r}): a node directory holds the node's "

@@ -40,9 +40,9 @@ from federation.store.meta import (
 # --- secrets people type ------------------------------------------------------------
 
 
-def age_passphrase(paths: NodePaths | None, *, confirm: bool) -> bytes:
-    """The passphrase an age file (export, backup) is sealed to or opened with: the
-    node's, from FEDERATION_PASSPHRASE or its passphrase file, else asked for."""
+def age_passphrase(paths: NodePaths | None, *, confirm: bool, sealing: bool = True) -> bytes:
+    """The passphrase an age file (export, backup) is sealed to (`sealing`) or opened
+    with: the node's, from FEDERATION_PASSPHRASE or its passphrase file, else asked for."""
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
         return env.encode()
@@ -51,18 +51,22 @@ def age_passphrase(paths: NodePaths | None, *, confirm: bool) -> bytes:
         if config.key.passphrase == "file":
             return read_passphrase_file(paths.resolve(config.key.passphrase_file))
         if config.key.passphrase == "none":
-            return _file_passphrase()
+            return _file_passphrase(sealing=sealing)
     return prompt_passphrase(confirm=confirm)
 
 
-def _file_passphrase() -> bytes:
+def _file_passphrase(*, sealing: bool) -> bytes:
     """A node made with --no-passphrase has none to seal a file with: the file gets one
-    of its own, typed twice (a typo would make it unopenable), never "the club key's"."""
+    of its own, typed twice (a typo would make it unopenable), never "the club key's".
+    Opening such a file asks for it once, as it was given."""
     if not sys.stdin.isatty():
+        other = "--to AGE_KEY; nothing was written" if sealing else "--identity FILE"
         raise UsageError(
-            "this node has no passphrase (--no-passphrase), so the file needs one of its "
-            f"own: set {PASSPHRASE_ENV}, or give --to AGE_KEY; nothing was written"
+            "this node has no passphrase (--no-passphrase), so the file has one of its "
+            f"own: set {PASSPHRASE_ENV}, or give {other}"
         )
+    if not sealing:
+        return getpass.getpass("Passphrase of this file: ").encode()
     first = getpass.getpass("Passphrase for this file (the node has none): ")
     if len(first) < MIN_PASSPHRASE_CHARS:
         raise UsageError(
@@ -78,7 +82,7 @@ def opening_secrets(args: argparse.Namespace, paths: NodePaths | None) -> dict[s
     """How to open an age file: --identity FILE, or a passphrase."""
     if getattr(args, "identity", None):
         return {"identities": agefile.read_identities(args.identity)}
-    return {"passphrase": age_passphrase(paths, confirm=False)}
+    return {"passphrase": age_passphrase(paths, confirm=False, sealing=False)}
 
 
 # --- the recovery sheet ---------------------------------------------------------------
@@ -235,7 +239,9 @@ def cmd_recovery(args: argparse.Namespace) -> Output:
             "--recovery-out FILE; nothing was changed"
         )
     data = read_key_file(file)
-    passphrase = age_passphrase(paths, confirm=False)
+    # The node's passphrase opens both files; a node without one asks for none.
+    none = load_config(paths).key.passphrase == "none" and PASSPHRASE_ENV not in os.environ
+    passphrase = None if none else age_passphrase(paths, confirm=False)
     sheet = asyncio.run(_sheet_of(paths, data, passphrase, shares))  # one prompt, for both
     lines = keep_sheet(sheet, args.recovery_out)
     if interactive:
@@ -251,7 +257,7 @@ def cmd_recovery(args: argparse.Namespace) -> Output:
 
 
 async def _sheet_of(
-    paths: NodePaths, data: bytes, passphrase: bytes, shares: tuple[int, int] | None
+    paths: NodePaths, data: bytes, passphrase: bytes | None, shares: tuple[int, int] | None
 ) -> str:
     async with await Node.open(paths.root, passphrase=passphrase) as node:
         key = open_key(data, node.club, passphrase, str(paths.recovery_key))

@@ -22,14 +22,18 @@ its pages were never readable without the key.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from federation.errors import KeyFileError
 from federation.node.keyfile import (
     Envelope,
     new_store_key,
+    open_envelope,
+    read_key_file,
     replace_private,
     seal_envelope,
     sync_directory,
@@ -54,8 +58,45 @@ def upgrade(
     *,
     step: Step = _no_step,
 ) -> Envelope:
-    """The envelope of a node whose key file is version 2 and whose store is encrypted,
-    doing whatever of the two is not done yet (blocking file work: run it in a thread)."""
+    """The envelope of a node whose key file is version 2 and whose store is encrypted
+    in this format, doing whatever is not done yet (blocking file work: run it in a
+    thread). One process at a time upgrades a node (the first `run` after an upgrade
+    and a `status` beside it may both try): the second waits, then finds it done."""
+    if not _needs_upgrade(store_path, envelope):
+        return envelope
+    with _one_at_a_time(store_path):
+        # Read again under the lock: another process may have upgraded it meanwhile.
+        envelope = open_envelope(read_key_file(key_path), club, passphrase, str(key_path))
+        return _upgrade(key_path, store_path, envelope, club, passphrase, step)
+
+
+def _needs_upgrade(store_path: Path, envelope: Envelope) -> bool:
+    if envelope.store_key is None or cipher.is_plaintext(store_path):
+        return True
+    return cipher.in_earlier_format(store_path, envelope.store_key)
+
+
+@contextlib.contextmanager
+def _one_at_a_time(store_path: Path) -> Iterator[None]:
+    """An exclusive flock on the store file as it is now (SQLite's own locks are POSIX
+    record locks, which flock does not touch). Whoever waited for it checks the path
+    again: after a conversion that is the new file, which needs nothing."""
+    fd = os.open(store_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _upgrade(
+    key_path: Path,
+    store_path: Path,
+    envelope: Envelope,
+    club: bytes,
+    passphrase: bytes | None,
+    step: Step,
+) -> Envelope:
     if envelope.store_key is None:
         if store_path.exists() and not cipher.is_plaintext(store_path):
             raise KeyFileError(

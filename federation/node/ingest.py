@@ -146,7 +146,10 @@ class Ingest:
             raise InvalidEventError("log of a club whose genesis was not given", log=log)
         if self.allow_private:
             await self.store.put_log(log, descriptor)
-            self._records = None  # read again: it holds this log now
+            if self._records is not None:  # it holds this log now (one read, not all)
+                record = await self.store.log(log)
+                if record is not None:
+                    self._records[log] = record
         elif await self._record(log) is None:
             self._unstored[log] = (descriptor, d.club)
 

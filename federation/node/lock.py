@@ -60,13 +60,19 @@ def _open(path: Path, flags: int) -> int:
         ) from None
 
 
-def _read_pid(fd: int) -> int:
-    """The pid written in the lock file; 0 when it is not (yet) readable."""
+def _read_holder(fd: int) -> tuple[int, str]:
+    """The pid written in the lock file, and what holds it ("run", or a command such
+    as "key rotate"); pid 0 when it is not (yet) readable."""
     try:
         text = os.pread(fd, MAX_LOCK_BYTES, 0).decode("ascii", "replace").strip()
     except OSError:
-        return 0
-    return int(text) if text.isdigit() else 0
+        return 0, "run"
+    pid, _, purpose = text.partition(" ")
+    return (int(pid) if pid.isdigit() else 0), purpose or "run"
+
+
+def _read_pid(fd: int) -> int:
+    return _read_holder(fd)[0]
 
 
 def holder(root: Path) -> int | None:
@@ -90,7 +96,13 @@ def holder(root: Path) -> int | None:
         os.close(fd)
 
 
-def _refusal(root: Path, pid: int) -> StoreError:
+def _refusal(root: Path, pid: int, purpose: str = "run") -> StoreError:
+    if purpose != "run":  # a command that changes the node (`key rotate`): never kill it
+        return StoreError(
+            f"`federation {purpose}` (pid {pid}) is changing the node in {root}; wait for "
+            "it to finish, then try again; nothing was changed",
+            path=str(lock_path(root)),
+        )
     who = f"pid {pid}" if pid else "its pid not yet written"
     stop = f"`kill {pid}`" if pid else "Ctrl-C in its terminal"
     return StoreError(
@@ -100,9 +112,10 @@ def _refusal(root: Path, pid: int) -> StoreError:
     )
 
 
-def acquire(root: Path) -> None:
+def acquire(root: Path, purpose: str = "run") -> None:
     """Take the run lock on `root` for this process (nesting if it holds it already),
-    or raise StoreError naming the pid that holds it."""
+    or raise StoreError naming the pid that holds it. `purpose`: what holds it, for
+    whoever is refused ("run", or a command such as "key rotate")."""
     key = _key(root)
     if key in _held:
         fd, depth = _held[key]
@@ -114,11 +127,11 @@ def acquire(root: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _refusal(root, _read_pid(fd)) from None
+            raise _refusal(root, *_read_holder(fd)) from None
         if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
             os.fchmod(fd, 0o600)  # made by hand, or under an old umask: ours alone
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {purpose}\n".encode(), 0)
     except BaseException:
         os.close(fd)  # closing drops the lock, if it was taken
         raise
@@ -172,7 +185,7 @@ def hold_stopped(root: Path, command: str) -> Iterator[None]:
     no `run` starts halfway."""
     refuse_running(root, command)
     try:
-        acquire(root)
+        acquire(root, command)
     except StoreError:
         pid = holder(root)  # a `run` took it just now
         if pid is None:

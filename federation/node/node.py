@@ -374,8 +374,9 @@ class Node:
     async def own_log(self, audience: Audience, name: str | None = None) -> LogRecord:
         """The club's log for `audience` (named `name`), opened on first use."""
         found, log, descriptor = await self._own_log(audience, name)
-        if found is not None:
-            return found
+        return found if found is not None else await self._open_log(log, descriptor)
+
+    async def _open_log(self, log: bytes, descriptor: bytes) -> LogRecord:
         await self.store.put_log(log, descriptor)
         opened = await self.store.log(log)
         assert opened is not None
@@ -425,7 +426,7 @@ class Node:
         key = self.unlock()
         # Every refusal below comes before the log is made: a refused post changes
         # nothing (DESIGN principle 14).
-        found, log, _ = await self._own_log(audience, log_name)
+        found, log, descriptor = await self._own_log(audience, log_name)
         name = found.name if found is not None else log_name or default_log_name(audience)
         # protocol.md §2.2: key events are made by `federation key`, and only there.
         if kind == Kind.KEY or log == key_log_id(self.club):
@@ -472,7 +473,7 @@ class Node:
                     "looks restored from an old backup; run `federation sync` to catch up "
                     "before posting (pausing or removing that peer lifts this)"
                 )
-        record = found if found is not None else await self.own_log(audience, log_name)
+        record = found if found is not None else await self._open_log(log, descriptor)
         event = sign_event(
             key,
             club=self.club,

@@ -85,23 +85,33 @@ class _ReadAhead:
 
     A page read ahead is used only if it is the page asked for next, and only if the
     runtime's caches did not change meanwhile (a refresh follows every erasure, held
-    apart event and ingest): otherwise it is read again. It is then as fresh as a page
-    read when asked for, which is read before it is framed and sent in any case."""
+    apart event and ingest, once it is committed): otherwise it is read again. Where
+    a batch ended inside the last page (BATCH_MAX_BYTES), the page's unsent tail is
+    the next page, under the same rule. Only a whole batch's page is read ahead: a
+    smaller one is the last this answer wants of its log."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._next: tuple[bytes, int, int, int] | None = None  # log, after, limit, version
         self._task: asyncio.Task[list[RawEvent]] | None = None
+        self._last: tuple[bytes, int, list[RawEvent]] = (b"", -1, [])  # log, version, page
 
     async def read(self, log: bytes, after: int, limit: int) -> list[RawEvent]:
+        version = self.rt.version
+        last_log, last_version, last = self._last
+        if (log, version) == (last_log, last_version) and last and last[0].seq <= after:
+            tail = last[after - last[0].seq + 1 :][:limit]  # a page's events are contiguous
+            if tail:
+                return tail
         task, self._task = self._task, None
-        if task is not None and self._next == (log, after, limit, self.rt.version):
+        if task is not None and self._next == (log, after, limit, version):
             page = await task
         else:
             _drop(task)
             page = await self.rt.store.raw_events(log, after, limit)
-        if len(page) == limit:  # a full page: the log may go on
-            self._next = (log, page[-1].seq, limit, self.rt.version)
+        self._last = (log, version, page)
+        if len(page) == limit == serve.BATCH_MAX_EVENTS:  # a whole page: the log may go on
+            self._next = (log, page[-1].seq, limit, version)
             self._task = asyncio.ensure_future(self.rt.store.raw_events(log, page[-1].seq, limit))
         return page
 

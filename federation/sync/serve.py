@@ -31,7 +31,6 @@ from federation.core.events import Head
 from federation.errors import LocalProtocolError, RemoteProtocolError
 from federation.sync.messages import (
     BATCH_MAX_BYTES,
-    BATCH_MAX_EVENTS,
     MAX_EVENTS_PER_RESPONSE,
     MAX_FRONTIER_LOGS,
     Batch,
@@ -44,6 +43,9 @@ from federation.sync.messages import (
     Want,
     WantLog,
 )
+
+# A page's size (a batch's at most): the reader of the pages reads ahead by it.
+from federation.sync.messages import BATCH_MAX_EVENTS as BATCH_MAX_EVENTS
 
 _digest_encoder = msgspec.msgpack.Encoder()
 

@@ -289,7 +289,7 @@ def test_a_second_run_is_refused_naming_the_first(
     assert lock.holder(node) == first.process.pid
     held = lock.lock_path(node)
     assert held.stat().st_mode & 0o777 == 0o600
-    assert held.read_text() == f"{first.process.pid}\n"
+    assert held.read_text() == f"{first.process.pid} run\n"
 
     second = cli(node, "run", timeout_s=START_S)
     assert second.code == 1, second.err
@@ -649,7 +649,7 @@ def test_the_run_lock_nests_in_one_process_and_is_given_back(tmp_path: Path) -> 
         with lock.hold(tmp_path):  # the service inside `run` takes it again
             pass
         assert lock.holder(tmp_path) == os.getpid()
-        assert lock.lock_path(tmp_path).read_text() == f"{os.getpid()}\n"
+        assert lock.lock_path(tmp_path).read_text() == f"{os.getpid()} run\n"
         assert lock.lock_path(tmp_path).stat().st_mode & 0o777 == 0o600
     assert lock.holder(tmp_path) is None
     assert lock.lock_path(tmp_path).read_text() == ""

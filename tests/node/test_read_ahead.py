@@ -10,6 +10,7 @@ from a page read before the wipe.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from unittest import mock
@@ -67,6 +68,38 @@ async def test_an_answer_over_many_pages_holds_every_event_once_in_order(
     # pages were the ones used (a page read twice would show here). The last, short
     # page starts no read-ahead; the stream's own read after it finds the log's end.
     assert reads == [(after, PAGE) for after in range(0, 10, PAGE)] + [(9, PAGE)]
+
+
+async def test_a_page_a_batch_ended_inside_is_not_read_again(pair: tuple[Club, Club]) -> None:
+    """A batch closes at BATCH_MAX_BYTES, inside a page: the page's unsent tail is the
+    next page, and the page read ahead is still the one after it (found by review:
+    every page was read twice for events of over ~1 KiB)."""
+    a, b = pair
+    posted = [await a.post(f"note {i} " + "x" * 300, "federation") for i in range(12)]
+    log = posted[0].header.log
+    reads: list[tuple[int, int]] = []
+    raw_events = a.rt.store.raw_events
+
+    async def counted(log_: bytes, after: int = 0, limit: int = 1000) -> list[object]:
+        reads.append((after, limit))
+        return list(await raw_events(log_, after, limit))
+
+    with (
+        mock.patch.object(serve, "BATCH_MAX_EVENTS", 4),
+        mock.patch.object(serve, "BATCH_MAX_BYTES", 600),  # two events of ~600 bytes
+        mock.patch.object(a.rt.store, "raw_events", counted),
+    ):
+        answer = serving.events(a.rt, b.club, Want([WantLog(log, 0)]))
+        messages = []
+        async for message in answer:
+            messages.append(message)
+            await asyncio.sleep(0)  # as the HTTP writer yields between frames
+        got = batches(messages)
+    assert got == [(e.header.seq, e.payload) for e in posted]
+    assert len({m.events[0][0] for m in messages if isinstance(m, Batch)}) > 3  # cut: control
+    afters = [after for after, _ in reads]
+    assert len(afters) == len(set(afters)), reads  # no page read twice
+    assert afters == [0, 4, 8, 12], reads
 
 
 async def test_a_page_read_ahead_before_an_erasure_is_read_again(

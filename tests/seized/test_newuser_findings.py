@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.node import recovery
+from federation.node import lock, recovery
 from federation.node.agefile import MAGIC
 from federation.node.keyfile import PASSPHRASE_ENV
 from tests.seized.support import (
@@ -102,6 +102,31 @@ def test_key_rotate_and_revoke_refuse_while_the_node_runs(
     assert ok(cli(capsys, club, "key", "status", "--json")).json()["key"] == rotated["new"]
     ok(cli(capsys, club, "post", "note", "--text", "under the new key"))
     assert ok(cli(capsys, club, "verify")).out.startswith("verify ok")
+
+
+def test_a_node_started_during_a_key_change_names_the_key_command_not_kill(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Found by review: while `key rotate` held the run lock, `run` said the node was
+    already running and offered `kill PID`, which would kill the rotation half-way.
+    The lock is held here as `key rotate` holds it (lock.acquire with its command)."""
+    club = new_club(capsys, tmp_path / "club")
+    lock.acquire(club, "key rotate")
+    try:
+        started = subprocess.run(
+            [sys.executable, "-m", "federation", "--node", str(club), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        lock.release(club)
+    assert started.returncode == 1, started.stderr
+    line = started.stderr.strip()
+    assert "\n" not in line
+    assert f"`federation key rotate` (pid {os.getpid()}) is changing the node" in line
+    assert "kill" not in line
 
 
 # --- the recovery secret, read back ---------------------------------------------------
@@ -234,6 +259,20 @@ def test_a_node_without_a_passphrase_seals_files_with_one_of_their_own(
             assert marker.encode().hex().encode() not in data
     ok(cli(capsys, None, "restore", str(tmp_path / "club.backup"), str(tmp_path / "back")))
     assert ok(cli(capsys, tmp_path / "back", "verify")).out.startswith("verify ok")
+
+    # Opening such a file without the passphrase: one line that points to the way in
+    # (found by review: it said "--to", an option of sealing, not of import).
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    other = new_club(capsys, tmp_path / "other", "--no-passphrase")
+    before = tree(tmp_path / "other")
+    refused(
+        cli(capsys, other, "import", str(tmp_path / "club.export")),
+        2,
+        "this node has no passphrase",
+        PASSPHRASE_ENV,
+        "--identity FILE",
+    )
+    assert tree(tmp_path / "other") == before
 
 
 def test_a_wrong_passphrase_from_the_environment_says_where_it_came_from(
@@ -406,6 +445,17 @@ def test_init_refuses_a_directory_that_holds_other_files(
         "give --node NEWDIR",
     )
     assert (tree(home), modes(home), home.stat().st_mode) == (before, before_modes, home_mode)
+    # A directory init cannot read: one line, not a traceback (found by review, with a
+    # directory of mode 000 read by another user; a symlink to itself fails so for root
+    # too).
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    refused(
+        cli(capsys, loop, "init", "--name", CLUB_MARKER),
+        2,
+        "cannot read",
+        "Too many levels of symbolic links",
+    )
     # A new or empty directory is what init is for.
     (tmp_path / "empty").mkdir()
     for node in (tmp_path / "empty", tmp_path / "new"):

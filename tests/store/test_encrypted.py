@@ -18,6 +18,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -517,3 +519,43 @@ async def test_a_crash_at_any_step_of_the_conversion_loses_nothing(
     ) as db:
         assert db.execute("SELECT count(*) FROM event").fetchone()[0] >= len(ids)
     await check_whole(root, ids, PASSPHRASE)  # the next start finishes the job
+
+
+@pytest.mark.parametrize("made", ["plain", "earlier"])
+async def test_two_processes_upgrading_one_node_at_once_lose_nothing(
+    tmp_path: Path, made: str
+) -> None:
+    """Found by review: the first `run` after an upgrade and a `status` beside it both
+    converted the store, each unlinking the other's half-written copy (and, from a
+    plain store, one could draw a second store key). One waits for the other now. The
+    first is held just after its export until the second has started and is waiting
+    (threads: each opens the store file itself, as a process would)."""
+    root = tmp_path / "node"
+    ids = await (old_node if made == "plain" else earlier_node)(root, PASSPHRASE)
+    data = read_key_file(root / "club.key")
+    club = bytes.fromhex(json.loads(data)["club"])
+    first_in, second_started, release = threading.Event(), threading.Event(), threading.Event()
+
+    def held(name: str) -> None:
+        if name == "exported":
+            first_in.set()
+            assert second_started.wait(10)
+            time.sleep(0.3)  # the second is now past its first look, at the lock
+            release.set()
+
+    def upgrade(step: at_rest.Step) -> bytes | None:
+        envelope = open_envelope(data, club, PASSPHRASE, "club.key")
+        return at_rest.upgrade(
+            root / "club.key", root / "store.sqlite", envelope, club, PASSPHRASE, step=step
+        ).store_key
+
+    def second() -> bytes | None:
+        second_started.set()
+        return upgrade(lambda _: None)
+
+    first = asyncio.ensure_future(asyncio.to_thread(upgrade, held))
+    assert await asyncio.to_thread(first_in.wait, 10)  # the first is converting
+    keys = await asyncio.gather(first, asyncio.to_thread(second))
+    assert release.is_set()
+    assert keys[0] == keys[1] == node_store_key(root, PASSPHRASE)  # one store key
+    await check_whole(root, ids, PASSPHRASE)
