@@ -119,8 +119,11 @@ def _parse(data: bytes, path: str) -> KeyFile:
         ) from None
 
 
-def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str) -> Envelope:
-    """Open a key file of either version; a wrong passphrase is one clear KeyFileError."""
+def open_envelope(
+    data: bytes, club: bytes, passphrase: bytes | None, path: str, *, source: str | None = None
+) -> Envelope:
+    """Open a key file of either version; a wrong passphrase is one clear KeyFileError.
+    `source`: the passphrase file it was read from, named if it is wrong."""
     kf = _parse(data, path)
     if kf.club != club.hex():
         # The store opens with its own key file only, so either file may be the odd one.
@@ -152,7 +155,9 @@ def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str)
                 derived, bytes.fromhex(kf.nonce), bytes.fromhex(kf.ciphertext), club
             )
             if opened is None:
-                raise KeyFileError(wrong_passphrase(path, passphrase, altered=True), path=path)
+                raise KeyFileError(
+                    wrong_passphrase(path, passphrase, altered=True, source=source), path=path
+                )
             secrets = opened
         if len(secrets) != size:
             raise ValueError(f"version {kf.version} holds {size} secret bytes, not {len(secrets)}")
@@ -168,10 +173,19 @@ def open_envelope(data: bytes, club: bytes, passphrase: bytes | None, path: str)
         ) from None
 
 
-def wrong_passphrase(what: str, passphrase: bytes, *, altered: bool = False) -> str:
+def wrong_passphrase(
+    what: str, passphrase: bytes, *, altered: bool = False, source: str | None = None
+) -> str:
     """The one line for a passphrase that does not open `what`. Typing it again helps
-    only if it was typed: one from FEDERATION_PASSPHRASE comes back the same."""
+    only if it was typed: one from FEDERATION_PASSPHRASE, or from the passphrase file
+    (`source`), comes back the same."""
     head = f"wrong passphrase for {what}" + (" (or the file was altered)" if altered else "")
+    if source is not None:
+        return (
+            f"{head}: it is the one in {source} (key.passphrase_file); write the right "
+            "passphrase there"
+            + ("; if it is right, restore the key file from your backup" if altered else "")
+        )
     if os.environ.get(PASSPHRASE_ENV, "").encode() == passphrase:
         return (
             f"{head}: it is the one in {PASSPHRASE_ENV}; set that to the right passphrase, "

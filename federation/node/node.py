@@ -215,10 +215,13 @@ class Node:
         # at rest is upgraded here, crash-safely (node/at_rest.py).
         key_path = paths.resolve(config.key.file)
         data = read_key_file(key_path)
+        source = None
         if passphrase is None and needs_passphrase(data, str(key_path)):
             passphrase = read_passphrase(config, paths)
+            if config.key.passphrase == "file" and PASSPHRASE_ENV not in os.environ:
+                source = str(paths.resolve(config.key.passphrase_file))
         club = bytes.fromhex(config.club.id)
-        envelope = open_envelope(data, club, passphrase, str(key_path))
+        envelope = open_envelope(data, club, passphrase, str(key_path), source=source)
         store_path = paths.resolve(config.node.store)
         if store_path.exists():  # a missing store is SqliteStore.open's clear error
             envelope = await asyncio.to_thread(

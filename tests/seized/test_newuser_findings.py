@@ -293,6 +293,24 @@ def test_a_wrong_passphrase_from_the_environment_says_where_it_came_from(
     assert tree(tmp_path) == before
 
 
+def test_a_wrong_passphrase_from_the_passphrase_file_names_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left by the pass above, mended after: a wrong passphrase in key.passphrase_file
+    ended "try again", which reads the same file again."""
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    secret = tmp_path / "passphrase"
+    secret.write_text("the right passphrase for this node\n")
+    secret.chmod(0o600)
+    club = new_club(capsys, tmp_path / "club", "--passphrase-file", str(secret))
+    ok(cli(capsys, club, "status"))
+    secret.write_text("not the passphrase at all\n")
+    before = tree(club)
+    line = refused(cli(capsys, club, "status"), 1, "wrong passphrase for", f"one in {secret}")
+    assert "try again" not in line
+    assert tree(club) == before
+
+
 def test_a_damaged_backup_header_is_one_plain_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
