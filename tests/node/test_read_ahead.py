@@ -11,7 +11,7 @@ from a page read before the wipe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from unittest import mock
 
@@ -44,6 +44,17 @@ def batches(messages: list[Message]) -> list[tuple[int, bytes | None]]:
     ]
 
 
+def counting(club: Club, reads: list[tuple[int, int]]) -> Callable[..., Awaitable[object]]:
+    """The club's store's page reads, each noted (after, limit) in `reads` as it is made."""
+    raw_events = club.rt.store.raw_events
+
+    async def counted(log: bytes, after: int = 0, limit: int = 1000) -> list[object]:
+        reads.append((after, limit))
+        return list(await raw_events(log, after, limit))
+
+    return counted
+
+
 async def test_an_answer_over_many_pages_holds_every_event_once_in_order(
     pair: tuple[Club, Club],
 ) -> None:
@@ -51,12 +62,7 @@ async def test_an_answer_over_many_pages_holds_every_event_once_in_order(
     posted = [await a.post(f"note {i}", "federation") for i in range(9)]
     log = posted[0].header.log
     reads: list[tuple[int, int]] = []
-    raw_events = a.rt.store.raw_events
-
-    async def counted(log_: bytes, after: int = 0, limit: int = 1000) -> list[object]:
-        reads.append((after, limit))
-        return list(await raw_events(log_, after, limit))
-
+    counted = counting(a, reads)
     with (
         mock.patch.object(serve, "BATCH_MAX_EVENTS", PAGE),
         mock.patch.object(a.rt.store, "raw_events", counted),
@@ -78,12 +84,7 @@ async def test_a_page_a_batch_ended_inside_is_not_read_again(pair: tuple[Club, C
     posted = [await a.post(f"note {i} " + "x" * 300, "federation") for i in range(12)]
     log = posted[0].header.log
     reads: list[tuple[int, int]] = []
-    raw_events = a.rt.store.raw_events
-
-    async def counted(log_: bytes, after: int = 0, limit: int = 1000) -> list[object]:
-        reads.append((after, limit))
-        return list(await raw_events(log_, after, limit))
-
+    counted = counting(a, reads)
     with (
         mock.patch.object(serve, "BATCH_MAX_EVENTS", 4),
         mock.patch.object(serve, "BATCH_MAX_BYTES", 600),  # two events of ~600 bytes
