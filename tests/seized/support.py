@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from federation.cli.main import main
+from tests.cli.test_cli import Run as Run  # one record of a CLI run
+from tests.harness import free_port as free_port
 
 PASSPHRASE = "correct horse battery"
 # Markers planted in what a node holds; none may appear in the clear in a backup or an
@@ -28,22 +26,6 @@ PAYLOAD_MARKER = "MARKER-payload-ana-leafleted-the-estate"
 LOG_MARKER = "marker-log-reading-group"
 CLUB_MARKER = "Marker Tenants Club"
 PEER_MARKER = "Marker Peer Club"
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.splitlines()
-        assert len(lines) == 1, f"expected one line on stderr, got {self.err!r}"
-        return lines[0]
 
 
 def cli(capsys: pytest.CaptureFixture[str], node: Path | None, *args: str) -> Run:
@@ -84,12 +66,6 @@ def cli_quiet(node: Path | None, *args: str) -> Run:
     run = Run(code, out.getvalue().decode(), err.getvalue().decode())
     out_text.detach(), err_text.detach()
     return run
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
