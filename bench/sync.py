@@ -43,7 +43,10 @@ DEFAULT_SYNC_EVENTS = 1_000_000
 BASELINE_RUNS = 1
 NO_CHANGE_ROUNDS = 20
 _REPO = Path(__file__).resolve().parent.parent
-_STORE = "SQLCipher (AES-256, HMAC-SHA256, raw key) WAL synchronous=FULL"
+_STORE = (
+    "SQLCipher (AES-256, HMAC-SHA256, raw key) WAL; an answer's commits made durable together "
+    "at its end (one fsync), checkpoints beside the writer"
+)
 
 
 def _progress(line: str) -> None:

@@ -147,12 +147,23 @@ class LogStore(Protocol):
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
+        durable: bool = True,
     ) -> int:
         """The same for runs (bulk ingest): each must follow its log's head
         (`core.log.rest_to_append` decides, protocol.md §3.4). `clubs` (id -> genesis)
         and `logs` (id -> descriptor) are put first, in the same transaction: a peer's
         new log is kept with its first events or not at all. Returns how many payloads
-        the appended erasure events erased (§3.5)."""
+        the appended erasure events erased (§3.5).
+
+        Every commit is durable when it returns (on disk, across a power cut), except
+        with durable=False: then it is durable once a later durable commit or
+        `make_durable` returns; before that a power cut may lose it, and the commits
+        after it, never the ones before. Only for what can be fetched again (a peer's
+        events during a sync); never for a post of ours."""
+        ...
+
+    async def make_durable(self) -> None:
+        """Every commit made so far is durable when this returns (`append_runs`)."""
         ...
 
     async def events(

@@ -78,12 +78,16 @@ class MemoryStore:
     async def log(self, log: bytes) -> LogRecord | None:
         return self._record(log) if log in self._logs else None
 
+    async def make_durable(self) -> None:
+        self._check_open()  # nothing is on disk: nothing to wait for
+
     async def append_runs(
         self,
         runs: Sequence[VerifiedRun],
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
+        durable: bool = True,
     ) -> int:
         self._check_open()
         clubs, logs = clubs or {}, logs or {}

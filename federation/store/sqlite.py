@@ -5,9 +5,7 @@ Its tables, their migrations and how rows are keyed are in `store.schema`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
 from pathlib import Path
 from sqlite3 import Connection as StdlibConnection
 from types import TracebackType
@@ -19,12 +17,11 @@ import aiosqlite
 # the store goes through it, keyed or not (store.cipher).
 from sqlcipher3 import dbapi2 as sqlite3
 
-from federation.core import canonical, payloads
-from federation.core.canonical import Kind
+from federation.core import canonical
 from federation.core.events import Head, VerifiedEvent, VerifiedRun, runs_of
-from federation.core.log import held_seq, rest_to_append
-from federation.errors import InvalidEventError, StoreError
+from federation.errors import StoreError
 from federation.store import cipher
+from federation.store import sqlite_write as write
 from federation.store.base import (
     ForkRecord,
     HeldEvent,
@@ -32,38 +29,22 @@ from federation.store.base import (
     ProjectionUpdate,
     RawEvent,
 )
+from federation.store.checkpoint import WAL_BOUND_BYTES, Checkpointer
 from federation.store.schema import (
-    INSERT_RUN,
     MAX_SEQ,
     MIGRATIONS,
     SCHEMA_VERSION,
     SEQ_BITS,
-    run_parameters,
 )
 from federation.store.sqlite_side import SideTables
 
 # Page cache per connection: a sync's batch of 20,000 events and the B-tree pages it
 # touches fit, so a commit does not write and re-read pages mid-transaction.
 CACHE_KIB = 32 * 1024
-# Checkpoint the WAL into the database once it holds this much (in pages of the
-# store's size) rather than SQLite's default 1,000 pages: a bulk sync then
-# checkpoints (and fsyncs) less often, and the WAL stays bounded.
-WAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
-# A run this long is inserted by one INSERT_RUN statement; shorter ones (a post, or
-# interleaved events of several logs) row by row, where one statement's fixed cost
-# (a round trip to the store's thread, ~50 us) would outweigh binding their rows.
-RUN_STATEMENT_EVENTS = 32
 # Row keys per `k IN (...)` query: well under SQLite's limit on bound parameters.
 _KEYS_PER_QUERY = 500
 # How long a writer waits for another process's write (e.g. the CLI while the node runs).
 BUSY_TIMEOUT_MS = 10_000
-
-# An erasure event is found in a run by the low byte of its kind: verified events
-# have known kinds, all under 256.
-_KIND_AT = canonical.KIND_OFFSET
-_KIND_LOW = _KIND_AT + 1
-_ERASURE_KIND = int(Kind.ERASURE)
-_kind_low = itemgetter(_KIND_LOW)
 
 
 def _row_event(signed: bytes, payload: bytes | None) -> VerifiedEvent:
@@ -97,6 +78,7 @@ class SqliteStore(SideTables):
                 "Callable[[], StdlibConnection]", lambda: cipher.connect(path, key, check=False)
             )
             db = await aiosqlite.Connection(connector, 64)
+            checkpointer = Checkpointer(connector)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}", path=str(path)) from exc
         try:  # the key works (or, with no key, the file is plain SQLite)
@@ -107,7 +89,7 @@ class SqliteStore(SideTables):
         except BaseException:
             await db.close()
             raise
-        store = cls(db, path)
+        store = cls(db, path, checkpointer)
         try:
             await store._setup()
         except sqlite3.DatabaseError as exc:
@@ -132,7 +114,10 @@ class SqliteStore(SideTables):
         # Erased payloads are overwritten with zeros, not just unlinked (seized laptops).
         await db.execute("PRAGMA secure_delete = ON")
         page = (await (await db.execute("PRAGMA page_size")).fetchone() or (4096,))[0]
-        await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // int(page)}")
+        # The writer checkpoints once the WAL holds WAL_BOUND_BYTES (in pages of the
+        # store's size) rather than SQLite's default 1,000 pages; before that, a
+        # Checkpointer does it beside the writer (store.checkpoint).
+        await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND_BYTES // int(page)}")
         # Sorts and temporary tables stay in memory: nothing of the store in a temp file.
         await db.execute("PRAGMA temp_store = MEMORY")
         try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions
@@ -175,41 +160,22 @@ class SqliteStore(SideTables):
         return int(rows[0][0])
 
     async def aclose(self) -> None:
-        await self._db.close()
+        try:
+            await self._checkpointer.aclose()
+        finally:
+            await self._db.close()
 
     # --- clubs and logs -------------------------------------------------------------
 
     async def put_club(self, club: bytes, genesis: bytes) -> None:
-        async with self._transaction() as db:
-            await self._check_not_blocked(db, [club])
-            await db.execute(
-                "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", (club, genesis)
-            )
-
-    @staticmethod
-    async def _check_not_blocked(db: aiosqlite.Connection, clubs: Sequence[bytes]) -> None:
-        """Refuse a blocked club's genesis and logs (the operator's `block`)."""
-        if not clubs:
-            return
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT club FROM blocked WHERE club IN ({', '.join('?' * len(clubs))})",
-                clubs,
-            )
-        )
-        if rows:
-            raise InvalidEventError("the club is blocked on this node", club=bytes(rows[0][0]))
+        await self._write_whole(write.put_club, club, genesis)
 
     async def clubs(self) -> dict[bytes, bytes]:
         rows = await self._db.execute_fetchall("SELECT id, genesis FROM club")
         return {bytes(r[0]): bytes(r[1]) for r in rows}
 
     async def put_log(self, log: bytes, descriptor: bytes) -> None:
-        async with self._transaction() as db:
-            if await db.execute_fetchall("SELECT 1 FROM log WHERE id = ?", (log,)):
-                return  # held already: the descriptor given again is ignored
-            await self._check_not_blocked(db, [canonical.decode_log(descriptor).club])
-            await db.execute("INSERT INTO log (id, descriptor) VALUES (?, ?)", (log, descriptor))
+        await self._write_whole(write.put_log, log, descriptor)
 
     @staticmethod
     def _log_record(row: Any) -> LogRecord:  # a row of SQLCipher's or aiosqlite's type
@@ -254,118 +220,18 @@ class SqliteStore(SideTables):
         *,
         clubs: Mapping[bytes, bytes] | None = None,
         logs: Mapping[bytes, bytes] | None = None,
+        durable: bool = True,
     ) -> int:
         runs = [run for run in runs if run.ids]
         if not runs and not clubs and not logs:
             return 0
-        erased = 0
-        async with self._transaction() as db:
-            if clubs or logs:  # new clubs and logs are few: one query for them all
-                named = {
-                    *(clubs or {}),
-                    *(canonical.decode_log(d).club for d in (logs or {}).values()),
-                }
-                await self._check_not_blocked(db, list(named))
-            if clubs:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO club (id, genesis) VALUES (?, ?)", clubs.items()
-                )
-            if logs:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", logs.items()
-                )
-            if not runs:
-                return 0
-            # log id -> [log number, club, head], kept as the batch goes
-            state = await self._append_state(db, runs)
-            rows: list[tuple[int, bytes, bytes | None]] = []  # short runs
-            statements = []  # long runs, one INSERT_RUN each
-            missing: list[tuple[int]] = []  # row keys of events that came payload-less
-            erasures: list[tuple[int, bytes, int, bytes | None]] = []  # n, log, seq, payload
-            for run in runs:
-                at = state[run.log]
-                seq = held_seq(run, at[2])  # None on the hot path: no lookup
-                held = None if seq is None else await self._held_id(db, at[0], seq)
-                rest = rest_to_append(run, at[2], at[1], held)  # the chain rule (§3.4)
-                if rest is None:
-                    continue  # held already (another peer's ingest was first)
-                run = rest
-                head = run.head
-                assert head is not None  # runs hold at least one event
-                if head.seq > MAX_SEQ:
-                    raise InvalidEventError("seq beyond what this store holds", log=run.log)
-                first = (at[0] << SEQ_BITS) | run.first
-                if None in run.payloads:  # a tuple scan in C: nothing on the hot path
-                    missing += [(first + i,) for i, p in enumerate(run.payloads) if p is None]
-                if _ERASURE_KIND in map(_kind_low, run.signed):  # a scan in C, as above
-                    erasures += [
-                        (at[0], run.log, run.first + i, run.payloads[i])
-                        for i, signed in enumerate(run.signed)
-                        if signed[_KIND_LOW] == _ERASURE_KIND
-                    ]
-                if len(run) >= RUN_STATEMENT_EVENTS:
-                    statements.append(run_parameters(first, run))
-                else:
-                    keys = range(first, first + len(run))
-                    rows.extend(zip(keys, run.signed, run.payloads, strict=True))
-                at[2] = head
-            if rows:
-                await db.executemany(
-                    "INSERT INTO event (k, signed, payload) VALUES (?, ?, ?)", rows
-                )
-            # Queued all at once, the statements run back to back on the worker
-            # thread; awaited one by one, each would wait for the event loop to turn
-            # (a peer's next batch being verified) before the next could start.
-            await asyncio.gather(*(db.execute(INSERT_RUN, params) for params in statements))
-            await db.executemany(
-                "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
-                [(head.seq, head.id, n) for n, _, head in state.values()],
-            )
-            if missing:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO payload_missing (k) VALUES (?)", missing
-                )
-            for n, log, seq, payload in erasures:
-                erased += await self._apply_erasure(db, n, log, seq, payload)
+        erased = await self._write_whole(
+            write.append_runs, runs, clubs or {}, logs or {}, durable=durable
+        )
+        self._checkpointer.committed(write.size_of(runs))
         if erased:
             await self._checkpoint()
         return erased
-
-    @staticmethod
-    async def _held_id(db: aiosqlite.Connection, n: int, seq: int) -> bytes | None:
-        """The id of the event log number `n` holds at `seq`, if any."""
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT signed FROM event WHERE k = ?", ((n << SEQ_BITS) | seq,)
-            )
-        )
-        return canonical.event_id(rows[0][0]) if rows else None
-
-    async def _append_state(
-        self, db: aiosqlite.Connection, runs: Sequence[VerifiedRun]
-    ) -> dict[bytes, list[Any]]:
-        """Each log's [number, club, head], read inside the write transaction."""
-        logs = list(dict.fromkeys(run.log for run in runs))
-        found = {
-            bytes(row[0]): row[1:]
-            for row in await db.execute_fetchall(
-                "SELECT id, n, head_seq, head_id, frozen, descriptor FROM log "
-                f"WHERE id IN ({', '.join('?' * len(logs))})",
-                logs,
-            )
-        }
-        state: dict[bytes, list[Any]] = {}
-        for run in runs:
-            if run.log in state:
-                continue
-            if run.log not in found:
-                raise InvalidEventError("unknown log: store its descriptor first", log=run.log)
-            n, head_seq, head_id, frozen, descriptor = found[run.log]
-            if frozen:
-                raise InvalidEventError("log is frozen after a fork", club=run.club, log=run.log)
-            club = canonical.decode_log(descriptor).club
-            state[run.log] = [n, club, Head(head_seq, bytes(head_id)) if head_seq else None]
-        return state
 
     async def events(
         self, log: bytes, after_seq: int = 0, limit: int = 1000
@@ -452,52 +318,16 @@ class SqliteStore(SideTables):
         # Move the erased page into the database now and empty the WAL, so the
         # payload does not wait in the WAL file until the next checkpoint.
         async with self._writing:
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    @staticmethod
-    async def _apply_erasure(
-        db: aiosqlite.Connection, n: int, log: bytes, seq: int, payload: bytes | None
-    ) -> int:
-        """An erasure event at (log, seq) is held with `payload`: drop the payload it
-        erases, if it erases one (protocol.md §3.5). Inside the caller's transaction.
-        Returns 1 if a payload was dropped or was already gone, else 0."""
-        named = payloads.erasure_target(seq, payload)
-        if named is None:
-            return 0
-        k = (n << SEQ_BITS) | named[0]
-        rows = list(await db.execute_fetchall("SELECT signed FROM event WHERE k = ?", (k,)))
-        if not rows:
-            return 0
-        signed = bytes(rows[0][0])
-        kind = int.from_bytes(signed[_KIND_AT : _KIND_AT + 2])
-        if not payloads.erases(named[0], canonical.event_id(signed), kind, named):
-            return 0
-        await db.execute("UPDATE event SET payload = NULL WHERE k = ?", (k,))
-        await db.execute("DELETE FROM payload_missing WHERE k = ?", (k,))
-        await db.execute("INSERT OR REPLACE INTO payload_erased (k, origin) VALUES (?, 1)", (k,))
-        # The views fold this log again: the erased text leaves them (node.projector).
-        await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
-        return 1
+            await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
         n = await self._log_number(log)
         if n is None or not 1 <= seq <= MAX_SEQ:
             return False
-        k = (n << SEQ_BITS) | seq
-        async with self._transaction() as db:
-            if not list(
-                await db.execute_fetchall("SELECT 1 FROM payload_missing WHERE k = ?", (k,))
-            ):
-                return False  # held, or erased by its origin or here: never stored again
-            await db.execute(
-                "UPDATE event SET payload = ? WHERE k = ? AND payload IS NULL", (payload, k)
-            )
-            await db.execute("DELETE FROM payload_missing WHERE k = ?", (k,))
-            await db.execute("DELETE FROM projection_position WHERE log = ?", (log,))
-            erased = await self._apply_erasure(db, n, log, seq, payload)
+        erased = await self._write_whole(write.fill_payload, n, log, seq, payload)
         if erased:
             await self._checkpoint()
-        return True
+        return erased is not None
 
     async def missing_payloads(self) -> dict[bytes, int]:
         rows = await self._db.execute_fetchall(

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import functools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from sqlite3 import Connection
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -19,18 +23,25 @@ import aiosqlite
 # the store goes through it, keyed or not (store.cipher).
 from sqlcipher3 import dbapi2 as sqlite3
 
+from federation.store.checkpoint import Checkpointer
+
+T = TypeVar("T")
+
 
 class SqliteBase:
     """The connection, `path`, and transactions that survive cancellation."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, checkpointer: Checkpointer) -> None:
         self._db = db
         self.path = path
+        self._checkpointer = checkpointer
         self._log_numbers: dict[bytes, int] = {}
         # One connection serves every task of the node (sync loops, peer API, posts):
         # a transaction awaits between its statements, so writes take turns here, or a
         # second BEGIN fails and a lone write would join (and roll back with) another's.
         self._writing = asyncio.Lock()
+        # A commit was made with durable=False since the last durable one (_write_whole).
+        self._undurable = False
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -56,16 +67,84 @@ class SqliteBase:
                     await _to_the_end(self._db.execute("ROLLBACK"))
                 raise
 
+    async def _write_whole(self, write: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """`write(connection, *args)` in one transaction, run whole on the store's
+        thread (store.sqlite_write says why): BEGIN IMMEDIATE, the write, COMMIT, or
+        ROLLBACK if it raised. It runs to its end even if our task is cancelled.
+
+        durable=False: the commit is not fsynced. A power cut may then lose it (the
+        WAL keeps a prefix of the commits, never a torn one) until the next durable
+        commit or `make_durable`, which make it durable with them. Only for what can
+        be fetched again: a peer's events during a sync (node.ingest)."""
+        async with self._writing:
+            whole = functools.partial(_whole, write, durable, args)
+            # aiosqlite runs its own methods this way: a function queued to the
+            # connection's thread, given the connection; its public API has no call
+            # for a function of ours, so the two private names are used here alone.
+            on_thread = cast("Callable[..., Awaitable[T | None]]", self._db._execute)
+            # Its thread holds the previous call's result until the next call returns:
+            # a cursor still stepping there (a PRAGMA's row left unread, say) would
+            # stop our COMMIT ("SQL statements in progress"). A first call returning
+            # nothing lets it go; queued together, the two still make one hop.
+            both = asyncio.gather(on_thread(_nothing), on_thread(whole, self._db._conn))
+            result = cast("T", (await _to_the_end(both))[1])
+            self._undurable = not durable  # a durable commit fsyncs the WAL: all before it
+            return result
+
+    async def make_durable(self) -> None:
+        """Every commit made so far is on disk when this returns (store.base)."""
+        async with self._writing:
+            if self._undurable:
+                wal = self.path.with_name(self.path.name + "-wal")
+                on_thread = cast("Callable[..., Awaitable[None]]", self._db._execute)
+                await _to_the_end(on_thread(_fsync, wal))
+                self._undurable = False
+
     async def _write(self, sql: str, parameters: tuple[object, ...]) -> aiosqlite.Cursor:
         async with self._writing:
             return await self._db.execute(sql, parameters)
 
 
-async def _to_the_end(step: Awaitable[object]) -> None:
+async def _to_the_end(step: Awaitable[T]) -> T:
     """Await a database step; if cancelled meanwhile, let it finish, then re-raise."""
     task = asyncio.ensure_future(step)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await task
         raise
+
+
+def _whole(write: Callable[..., T], durable: bool, args: tuple[Any, ...], db: Connection) -> T:
+    """On the store's thread: `write` in one transaction (SqliteBase._write_whole)."""
+    if not durable:
+        db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = write(db, *args)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous = FULL")
+
+
+def _nothing() -> None:
+    """A call to the store's thread that returns nothing (SqliteBase._write_whole)."""
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file, if it is there (the WAL: SqliteBase.make_durable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # no WAL: every commit was checkpointed and synced already
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -51,7 +51,7 @@ class SideTables(SqliteBase):
             )
         if dropped:  # as erase: the dropped pages leave the WAL now (secure_delete zeroes them)
             async with self._writing:
-                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         return dropped
 
     async def unblock_club(self, club: bytes) -> bool:

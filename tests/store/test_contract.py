@@ -23,7 +23,8 @@ from federation.store.base import (
 )
 from federation.store.memory import MemoryStore
 from federation.store.meta import RestoreGuard, read_restore_guard, write_restore_guard
-from federation.store.sqlite import RUN_STATEMENT_EVENTS, SqliteStore
+from federation.store.sqlite import SqliteStore
+from federation.store.sqlite_write import RUN_STATEMENT_EVENTS
 from tests.conftest import BASE_TIME_US, Club, run_of
 
 Opener = Callable[[], Awaitable[Store]]
