@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from federation.core.config import parse_listen
+from federation.core.config import FeedSection, parse_listen, parse_trusted_proxies
 from federation.errors import ConfigError, KeyFileError
 from federation.node import lock
 from federation.node.control import ControlServer, open_control
@@ -34,6 +34,7 @@ from federation.node.runtime import Runtime
 from federation.node.tasks import open_task_group
 from federation.web.client import PeerClient, Tap
 from federation.web.feed import FeedServer, open_feed
+from federation.web.feed_guard import FeedLimits
 from federation.web.limits import IDLE_CONNECTION_S, GatedSite
 from federation.web.peer_api import GATE, make_app
 
@@ -120,10 +121,11 @@ class Service:
 
 
 def _open_feed(
-    rt: Runtime, listen: str, port: int | None
+    rt: Runtime, section: FeedSection, port: int | None
 ) -> contextlib.AbstractAsyncContextManager[FeedServer]:
-    host, configured = parse_listen(listen, "feed.listen")
-    return open_feed(rt, host, configured if port is None else port)
+    host, configured = parse_listen(section.listen, "feed.listen")
+    limits = FeedLimits(trusted_proxies=parse_trusted_proxies(section.trusted_proxies))
+    return open_feed(rt, host, configured if port is None else port, limits)
 
 
 @contextlib.asynccontextmanager
@@ -187,7 +189,7 @@ async def _open_service(
                     service.control = await feed.enter_async_context(open_control(rt))
                     if node.config.feed is not None:
                         service.feed = await feed.enter_async_context(
-                            _open_feed(rt, node.config.feed.listen, feed_port)
+                            _open_feed(rt, node.config.feed, feed_port)
                         )
                     yield service
             finally:

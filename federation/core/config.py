@@ -49,6 +49,10 @@ class FeedSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # host:port the read-only public feed is served on (web/feed.py), apart from the
     # peer API. Plain HTTP: put a TLS proxy in front of it to publish it.
     listen: str
+    # The reverse proxies in front of the feed, as addresses or CIDR networks: a
+    # request from one of them is limited as the client its X-Forwarded-For names
+    # (feed_guard.client_address). Empty: every request is its TCP peer's.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,6 +71,37 @@ def parse_listen(listen: str, field: str = "node.listen") -> tuple[str, int]:
             field=field,
         )
     return host.strip("[]"), int(port)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted_proxies(values: tuple[str, ...]) -> tuple[Network, ...]:
+    """`feed.trusted_proxies` as networks (an address is a network of one)."""
+    field = "feed.trusted_proxies"
+    networks = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=True)
+        except ValueError:
+            try:  # an address with its host bits set: say which network was meant
+                meant = f' (did you mean "{ipaddress.ip_network(value.strip(), strict=False)}"?)'
+            except ValueError:
+                meant = ""
+            raise ConfigError(
+                f"{field}: {value!r} is not an IP address or network{meant}; write an "
+                'address such as "127.0.0.1" or a network such as "10.0.0.0/8"',
+                field=field,
+            ) from None
+        if network.prefixlen == 0:
+            # Every address trusted: any client could name its own address.
+            raise ConfigError(
+                f"{field}: {value!r} trusts every address, so any client could name its "
+                "own; list only the addresses of your reverse proxies",
+                field=field,
+            )
+        networks.append(network)
+    return tuple(networks)
 
 
 def is_loopback(host: str) -> bool:
@@ -100,6 +135,7 @@ def parse_config(text: str, path: str = CONFIG_FILE) -> Config:
         host, _ = parse_listen(config.node.listen)
         if config.feed is not None:
             parse_listen(config.feed.listen, "feed.listen")
+            parse_trusted_proxies(config.feed.trusted_proxies)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}", path=path, field=exc.field) from None
     if config.node.plain_http and not is_loopback(host):

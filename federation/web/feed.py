@@ -8,7 +8,12 @@ index of public events (`feed_index`), turn events into items (`views.feed`), en
 read, so no response, count or timing depends on any other (DESIGN principle 17).
 Every connection is counted and timed from accept by the same gate as the peer API's
 (web/limits.py; caps and deadlines in `FeedLimits`): the feed is for anyone, so what
-anyone can hold of it is bounded (DESIGN principle 18).
+anyone can hold of it is bounded (DESIGN principle 18), per address as well as in all
+(live streams, connections, request rate, a request's header lines, the answers kept
+in the cache), so one address cannot take what everyone else needs. Connections count
+against their TCP peer (the gate counts them before any header is read); everything
+counted per request against `client_of`: the peer, or behind a reverse proxy named in
+`FeedLimits.trusted_proxies` the client it forwards for.
 
     /                 the page          /feed.json     items, newest first, paged
     /clubs/{club}     a club's page     /feed.atom     Atom 1.0
@@ -29,7 +34,7 @@ from typing import Any
 
 import jinja2
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_sse import sse_response
 
 from federation.core.evidence import evidence_of
@@ -40,10 +45,10 @@ from federation.node.tasks import open_task_group
 from federation.views import feed_formats
 from federation.views.feed import Entry, FeedItem, FeedPage, Filter, item_of, page
 from federation.web import feed_guard
-from federation.web.feed_guard import SECURITY_HEADERS, FeedLimits, LiveSlots, RateLimiter
+from federation.web.feed_guard import SECURITY_HEADERS, FeedLimits, RateLimiter
 from federation.web.feed_index import FeedIndex
 from federation.web.feed_openapi import openapi
-from federation.web.limits import GatedSite, Gatekeeper
+from federation.web.limits import GatedSite, Gatekeeper, Slots
 
 HERE = Path(__file__).parent
 STATIC = {
@@ -54,7 +59,7 @@ STATIC = {
 
 INDEX = web.AppKey("index", FeedIndex)
 LIMITER = web.AppKey("limiter", RateLimiter)
-LIVE = web.AppKey("live", LiveSlots)
+LIVE = web.AppKey("live", Slots)
 LIMITS = web.AppKey("limits", FeedLimits)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 OPENAPI = web.AppKey("openapi", bytes)
@@ -63,31 +68,54 @@ GATE = web.AppKey("gate", Gatekeeper)
 _json = msgspec.json.Encoder()
 DEFAULT_LIMITS = FeedLimits()
 
-# Distinct answers kept per period: beyond it, answers are made but not kept, so a
-# reader walking many cursors costs time, not memory.
+# Distinct answers kept per period, and their bytes: beyond either, answers are made
+# but not kept, so a reader walking many cursors costs time, not memory. A page is at
+# most MAX_PAGE_ITEMS items of up to 64 KiB (MAX_PAYLOAD_BYTES): 512 such answers
+# would be gigabytes, so the bytes are bounded apart.
 RESPONSE_CACHE_ENTRIES = 512
+RESPONSE_CACHE_BYTES = 32 * 1024 * 1024
+# What one address may add per period: one address walking cursors fills its share,
+# and everyone else's answers are still kept (a reader's hits cost it nothing).
+RESPONSE_CACHE_PER_ADDRESS = 64
+
+Answer = tuple[bytes, str, str | None]  # body, content type, charset
 
 
 class ResponseCache:
-    """Whole answers (body, content type, charset) by path and query, for one period
-    of `FeedLimits.response_cache_s` (see there why the period is fixed)."""
+    """Whole answers by route, host and query, for one period of
+    `FeedLimits.response_cache_s` (see there why the period is fixed)."""
 
     def __init__(self, period_s: float) -> None:
         self._period_s = period_s
         self._period = -1
-        self._answers: dict[str, tuple[bytes, str, str | None]] = {}
+        self._answers: dict[str, Answer] = {}
+        self._bytes = 0
+        self._added: dict[str, int] = {}  # address -> answers it added this period
 
-    def get(self, key: str, now: float) -> tuple[bytes, str, str | None] | None:
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: str, now: float) -> Answer | None:
         if self._period_s <= 0:
             return None
         period = int(now // self._period_s)
         if period != self._period:
-            self._period, self._answers = period, {}
+            self._period, self._answers, self._bytes, self._added = period, {}, 0, {}
         return self._answers.get(key)
 
-    def put(self, key: str, answer: tuple[bytes, str, str | None]) -> None:
-        if self._period_s > 0 and len(self._answers) < RESPONSE_CACHE_ENTRIES:
+    def put(self, key: str, answer: Answer, address: str = "") -> None:
+        size = len(key) + len(answer[0])
+        added = self._added.get(address, 0)
+        if (
+            self._period_s > 0
+            and key not in self._answers
+            and len(self._answers) < RESPONSE_CACHE_ENTRIES
+            and self._bytes + size <= RESPONSE_CACHE_BYTES
+            and added < RESPONSE_CACHE_PER_ADDRESS
+        ):
             self._answers[key] = answer
+            self._bytes += size
+            self._added[address] = added + 1
 
 
 CACHE = web.AppKey("cache", ResponseCache)
@@ -95,17 +123,22 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def cached(handler: Handler) -> Handler:
-    """Serve a GET handler's answer from the ResponseCache when it holds one."""
+    """Serve a GET handler's answer from the ResponseCache when it holds one.
+
+    The key is what the answer depends on, and nothing else: the route, the host and
+    scheme (Atom and iCalendar links are absolute: without them one client's Host
+    header would be served to every reader of the period) and the query parameters
+    the handlers read, so parameters nobody reads cannot make a key per request."""
 
     async def serve(request: web.Request) -> web.Response:
         cache = request.app[CACHE]
-        key = f"{handler.__name__} {request.path_qs}"
+        key = repr((handler.__name__, _base(request), request.path, feed_guard.read_query(request)))
         found = cache.get(key, time.monotonic())
         if found is None:
             response = await handler(request)
             assert isinstance(response.body, bytes)
             found = (response.body, response.content_type, response.charset)
-            cache.put(key, found)
+            cache.put(key, found, client_of(request))
         body, content_type, charset = found
         return web.Response(body=body, content_type=content_type, charset=charset)
 
@@ -201,13 +234,17 @@ async def feed_json(request: web.Request) -> web.Response:
 
 
 async def feed_atom(request: web.Request) -> web.Response:
-    items, _ = await _page(request, feed_guard.parse_filter(request))
+    where = feed_guard.parse_filter(request)
+    items, _ = await _page(request, where)
     base = _base(request)
+    # The parameters read (checked by _page), as in the cache key: never another's.
+    q = request.query
+    query = feed_guard.query_of(where, before=q.get("before"), limit=q.get("limit"))
     body = feed_formats.atom(
         items,
         title=f"{request.app[INDEX].rt.name}: public feed",
         base=base,
-        self_url=f"{base}{request.path_qs}",
+        self_url=f"{base}{request.path}{query}",
     )
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
@@ -265,11 +302,18 @@ async def live(request: web.Request) -> web.StreamResponse:
     """New items as server-sent events, from where the client's Last-Event-ID was."""
     where = feed_guard.parse_filter(request)
     slots, limits, index = request.app[LIVE], request.app[LIMITS], request.app[INDEX]
-    if request.method == "HEAD":  # aiohttp-sse streams for GET only
+    if request.method == "HEAD":  # aiohttp-sse streams for GET only; holds nothing
         return web.Response(content_type="text/event-stream")
-    if slots.held >= slots.limit:
-        raise web.HTTPServiceUnavailable(text="too many live readers; try later\n")
-    slots.held += 1
+    address = client_of(request)
+    if not slots.take(address):
+        if slots.client_full(address):
+            raise web.HTTPTooManyRequests(
+                text=f"this address has {limits.live_per_address} live streams open, the "
+                "most one address may; close one and try again\n"
+            )
+        raise web.HTTPServiceUnavailable(
+            text="too many live readers; try again later\n", headers={"Retry-After": "30"}
+        )
     try:
         async with sse_response(
             request,
@@ -291,7 +335,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 await index.wait_changed(version, limits.live_ping_s)
             return stream
     finally:
-        slots.held -= 1
+        slots.give_back(address)
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -300,9 +344,27 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.popall("Set-Cookie", None)
 
 
+CLIENT = web.RequestKey("client", str)
+
+
+def client_of(request: web.Request) -> str:
+    """The client this request counts against, for everything counted per request
+    (the request rate, live streams, the cache's budget): its TCP peer, or behind a
+    trusted proxy the client the proxy names (`feed_guard.client_address`). Worked
+    out once per request."""
+    client = request.get(CLIENT)
+    if client is None:
+        client = request[CLIENT] = feed_guard.client_address(
+            request.remote or "",
+            request.headers.getall(hdrs.X_FORWARDED_FOR, ()),
+            request.app[LIMITS].trusted_proxies,
+        )
+    return client
+
+
 @web.middleware
 async def _rate(request: web.Request, handler: Any) -> web.StreamResponse:
-    if not request.app[LIMITER].allow(request.remote or "", time.monotonic()):
+    if not request.app[LIMITER].allow(client_of(request), time.monotonic()):
         raise web.HTTPTooManyRequests(
             text="too many requests; slow down\n", headers={"Retry-After": "5"}
         )
@@ -325,7 +387,7 @@ def make_feed_app(index: FeedIndex, limits: FeedLimits = DEFAULT_LIMITS) -> web.
     app[INDEX] = index
     app[LIMITS] = limits
     app[LIMITER] = RateLimiter(limits)
-    app[LIVE] = LiveSlots(limits.live_clients)
+    app[LIVE] = Slots(limits.live_clients, limits.live_per_address)
     app[TEMPLATES] = _templates()
     app[OPENAPI] = _json.encode(openapi(f"{index.rt.name}: public feed"))
     app[CACHE] = ResponseCache(limits.response_cache_s)
@@ -351,6 +413,7 @@ class FeedServer:
     index: FeedIndex
     port: int
     gate: Gatekeeper  # what the feed's clients hold (tests)
+    app: web.Application  # its live slots, rate limiter and cache (tests)
 
 
 @contextlib.asynccontextmanager
@@ -363,7 +426,13 @@ async def open_feed(
     app = make_feed_app(index, limits)
     # At a stop, a request still being answered gets a second (aiohttp waits 60 s by
     # default, and `run` seemed to hang); live streams end at once (index.close).
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+        max_headers=feed_guard.MAX_HEADER_LINES,
+    )
     await runner.setup()
     try:
         # Plain HTTP (config.FeedSection: a TLS proxy goes in front to publish it).
@@ -382,7 +451,7 @@ async def open_feed(
         async with open_task_group() as group:
             follower = group.create_task(index.follow())
             try:
-                yield FeedServer(index, int(bound), app[GATE])
+                yield FeedServer(index, int(bound), app[GATE], app)
             finally:
                 follower.cancel()
                 await index.close()  # live streams end now, not at their next ping

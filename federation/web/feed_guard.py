@@ -1,7 +1,11 @@
 """What guards the feed's HTTP surface: headers on every response, a per-address
-request rate, a bound on live streams, the caps and deadlines of its connections
-(`FeedLimits`, applied by web/limits.py's gate), and the query parameters, parsed and
-bounded.
+request rate, live streams bounded in all and per address, the caps and deadlines of
+its connections (`FeedLimits`, applied by web/limits.py's gate), and the query
+parameters, parsed and bounded.
+
+Everything one client can hold is bounded per address as well as in all (an IPv6 /64
+counts as one address, `limits.address_of`, the gate's rule): a cap in all alone lets
+one address take the whole of it and shut everyone else out.
 
 The feed is for anyone, unauthenticated, so everything a client can make it do is
 bounded (DESIGN principle 18) and nothing on it identifies or follows a reader: no
@@ -11,15 +15,18 @@ too), no referrer sent on.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from federation.core.config import Network
 from federation.core.evidence import kind_name
 from federation.views.feed import MAX_PAGE_ITEMS, PAGE_ITEMS, Filter, parse_cursor, parse_kind
-from federation.web.limits import FIRST_REQUEST_S, IDLE_CONNECTION_S
+from federation.web.limits import FIRST_REQUEST_S, IDLE_CONNECTION_S, address_of
 
 # Sent with every response, errors included (aiohttp's on_response_prepare).
 SECURITY_HEADERS = {
@@ -38,6 +45,13 @@ SECURITY_HEADERS = {
 }
 
 
+# Header lines in one request. A browser sends 10 to 20, a proxy adds a few; aiohttp's
+# default (128 lines of up to 8 KiB each) let one connection hold a megabyte while its
+# headers trickle in, 96 MiB from one address's share of connections. At 32 a
+# connection holds at most 32 lines of 8 KiB; past it the request is refused (400).
+MAX_HEADER_LINES = 32
+
+
 @dataclass(frozen=True)
 class FeedLimits:
     # One address's requests: a reader refreshing, a feed reader polling and a few
@@ -49,6 +63,12 @@ class FeedLimits:
     addresses: int = 10_000
     # Live streams held open at once, by anyone: each holds a connection and a task.
     live_clients: int = 64
+    # One address's share of them: a reader has one or two tabs open, so one address
+    # cannot take all live_clients and refuse everyone else (16 addresses fill them).
+    # Past it the address is refused (429) until it closes one. Behind a reverse proxy
+    # every reader is the proxy's address unless the proxy is in trusted_proxies
+    # (then at most this many read live at once, for the whole public).
+    live_per_address: int = 4
     # A live stream that cannot take a message for this long is dropped (a stalled
     # reader must not hold its slot, nor buffer the node's memory).
     live_send_timeout_s: float = 10.0
@@ -76,17 +96,69 @@ class FeedLimits:
     # live stream is a request in progress: never idle while it is open.
     first_request_s: float = FIRST_REQUEST_S
     idle_s: float = IDLE_CONNECTION_S
+    # The reverse proxies in front of the feed (config.toml [feed] trusted_proxies):
+    # a request from one of them counts as the client its X-Forwarded-For names, for
+    # everything counted per request (`client_address`). Connections stay the TCP
+    # peer's: the gate counts them from accept, before any header is read.
+    trusted_proxies: tuple[Network, ...] = ()
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # as the proxy would write it, and as `address_of` counts it
+    return ip
+
+
+def client_address(peer: str, forwarded: Sequence[str], trusted: tuple[Network, ...]) -> str:
+    """The client a request counts against (then grouped by `address_of`: an IPv6
+    host's /64), from its TCP peer and its X-Forwarded-For header lines.
+
+    The peer, unless it is a trusted proxy. Then the rightmost address in
+    X-Forwarded-For that is not itself a trusted proxy: each proxy appends the
+    address it was connected from, so the entries right of the client's own were
+    written by proxies we trust, and anything left of it by the client, who may
+    write what it likes there. This is nginx's `real_ip_recursive on` and
+    aiohttp-remotes' XForwardedFiltered, with the peer checked first (an untrusted
+    peer's header is ignored: anyone can send one). All of a header trusted: its
+    leftmost, as nginx. Header lines are one list, in order (RFC 9110 §5.3); empty
+    elements are skipped (§5.6.1). An element that is not a bare IP address where the
+    walk reads it (a name, `unknown`, an address with a port) is not a client we can
+    name, so the request counts as the proxy's own."""
+    found = _ip(peer)
+    if found is None or not any(found in net for net in trusted):
+        return address_of(peer)
+    client = peer
+    for element in reversed(",".join(forwarded).split(",")):
+        if not element.strip():
+            continue
+        ip = _ip(element)
+        if ip is None:
+            return address_of(peer)
+        client = str(ip)
+        if not any(ip in net for net in trusted):
+            break
+    return address_of(client)
 
 
 class RateLimiter:
-    """A token bucket per address (an IPv6 /64 counts as one)."""
+    """A token bucket per address (an IPv6 /64 counts as one: `address_of`, as the
+    gate counts connections; a host holds a /64 at least, so each of its addresses
+    must not get a full bucket of its own)."""
 
     def __init__(self, limits: FeedLimits) -> None:
         self.limits = limits
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def __len__(self) -> int:
+        """Addresses remembered: at most `FeedLimits.addresses`."""
+        return len(self._buckets)
+
     def allow(self, address: str, now: float) -> bool:
-        key = address if ":" not in address else ":".join(address.split(":")[:4])
+        key = address_of(address)
         tokens, last = self._buckets.pop(key, (float(self.limits.burst), now))
         tokens = min(float(self.limits.burst), tokens + (now - last) * self.limits.requests_per_s)
         allowed = tokens >= 1.0
@@ -96,10 +168,14 @@ class RateLimiter:
         return allowed
 
 
-class LiveSlots:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
+# The query parameters any handler reads (the filters and the paging), in one order:
+# the cache key and the Atom self link are made of these alone.
+QUERY_NAMES = ("club", "kind", "campaign", "before", "limit")
+
+
+def read_query(request: web.Request) -> tuple[str | None, ...]:
+    """The values of QUERY_NAMES as the parsers read them (the first of each)."""
+    return tuple(request.query.get(name) for name in QUERY_NAMES)
 
 
 def bad_request(what: str) -> web.HTTPBadRequest:
@@ -149,8 +225,10 @@ def parse_paging(request: web.Request) -> tuple[tuple[int, bytes] | None, int]:
     return before, limit
 
 
-def query_of(where: Filter, *, before: str | None = None, with_club: bool = True) -> str:
-    """The query string of a filter (and a cursor): the filters live in the URL."""
+def query_of(
+    where: Filter, *, before: str | None = None, limit: str | None = None, with_club: bool = True
+) -> str:
+    """The query string of a filter (and paging): the filters live in the URL."""
     parts = []
     if with_club and where.club is not None:
         parts.append(f"club={where.club.hex()}")
@@ -160,4 +238,6 @@ def query_of(where: Filter, *, before: str | None = None, with_club: bool = True
         parts.append(f"campaign={where.campaign}")
     if before is not None:
         parts.append(f"before={before}")
+    if limit is not None:
+        parts.append(f"limit={limit}")
     return ("?" + "&".join(parts)) if parts else ""

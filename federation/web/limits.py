@@ -14,6 +14,12 @@ goes, idle ones first. So a flood of connections that hold nothing costs the flo
 its oldest connections, and a peer's (or a reader's) new connection gets in and has
 time to prove itself.
 
+A connection counts against its TCP peer's address, always: the gate counts it at
+accept, before a byte of HTTP is read, so no header (X-Forwarded-For included) can
+move it to another address's share. Behind a reverse proxy every connection is the
+proxy's; what the feed counts per request can be the client's instead
+(`feed_guard.client_address`).
+
 Requests that hold the node for long (long-polls, event streams) take `Slots`, kept
 per kind of client (peers, anonymous) and per client within them.
 """
@@ -223,6 +229,11 @@ class Slots:
         self._held[client] = mine + 1
         self.held += 1
         return True
+
+    def client_full(self, client: str) -> bool:
+        """Whether `client` holds its share (so a refusal is its own doing, not the
+        total's: the answer can say what to do)."""
+        return self._held.get(client, 0) >= self._per_client
 
     def give_back(self, client: str) -> None:
         self.held -= 1
