@@ -17,6 +17,7 @@ from typing import Any
 from federation.cli.output import Output
 from federation.core import crypto
 from federation.core.ids import short
+from federation.core.keys import KeyHistory
 from federation.core.when import zoned_time
 from federation.errors import UsageError
 from federation.node import keys as node_keys
@@ -104,6 +105,29 @@ def _result(result: node_keys.KeyChangeResult) -> Output:
     return Output(data, lines)
 
 
+def _finished(history: KeyHistory) -> Output:
+    """A rotation or revocation a crash cut off after its key event, which opening the
+    node finished (node/node.py `Node.open`): said as done, with nothing signed again."""
+    epoch = history.current
+    old = history.epochs[-2].key  # a revocation follows the epoch of the key it revokes
+    what = "rotation" if epoch.action == "rotate" else "revocation"
+    lines = [
+        f"finished the key {what} that was cut off: key {short(old)} is replaced, the "
+        f"club signs with key {short(epoch.key)} (seq {epoch.n} of its keys log); "
+        "nothing new was signed",
+        "peers follow at their next sync; run `federation sync` to tell them now",
+    ]
+    data = {
+        "action": epoch.action,
+        "old": old.hex(),
+        "new": epoch.key.hex(),
+        "seq": epoch.n,
+        "event": epoch.event.hex(),
+        "finished": True,
+    }
+    return Output(data, lines)
+
+
 async def cmd_key(args: argparse.Namespace) -> Output:
     root = Path(args.node)
     if args.action == "status":
@@ -115,6 +139,9 @@ async def cmd_key(args: argparse.Namespace) -> Output:
     key = recovery_key(args) if args.action == "revoke" else None  # before anything opens
     before = _before(args.before) if args.action == "revoke" else None
     async with await Node.open(root) as node:
+        finished = node.finished_key_change  # Node.open finished one a crash cut off
+        if finished is not None and finished.current.action == args.action:
+            return _finished(finished)  # the same command again: done, not done twice
         if key is not None:  # refused before the lock is taken: nothing written
             recovery.check_recovery(key, node.genesis[node.club])
             node_keys.check_revoke(node, key, before_us=before)

@@ -394,6 +394,12 @@ def add_backup_arguments(c: argparse.ArgumentParser) -> None:
 def cmd_backup(args: argparse.Namespace) -> Output:
     paths = NodePaths(Path(args.node))
     out = Path(args.output)
+    for stale in backup.sweep_snapshots(paths.root):  # a backup killed midway
+        say(
+            f"federation: removed {stale}: a backup that was interrupted left it there "
+            "(a copy of the store)",
+            file=sys.stderr,
+        )
     _check_new(args.output, "-o", "backup")
     recipients = agefile.parse_recipients(args.to)
     # The node's passphrase opens its store and, without --to, seals the backup.
@@ -434,12 +440,20 @@ def add_restore_arguments(c: argparse.ArgumentParser) -> None:
 
 def cmd_restore(args: argparse.Namespace) -> Output:
     target = Path(args.dir)
+    for stale in backup.sweep_staging(NodePaths(target).absolute.parent):  # killed midway
+        say(
+            f"federation: removed {stale}: a restore that was interrupted left it there "
+            "(a copy of a node's key envelope, TLS key and store)",
+            file=sys.stderr,
+        )
     if backup.held_club(target) is None:
         backup.check_target(target)  # a node there is named after decrypting, below
     backup.check_size(Path(args.file))
     sealed = _read_input(args.file)
     if not agefile.is_age(sealed):
-        raise UsageError(f"{args.file} is not a federation backup (not an age file)")
+        raise UsageError(
+            f"{args.file} is not a federation backup (not an age file); use another copy"
+        )
     secrets = opening_secrets(args, None)
     plain = agefile.open_sealed(sealed, args.file, **secrets)  # type: ignore[arg-type]
     manifest, files = backup.read_backup(plain, args.file)
@@ -447,7 +461,7 @@ def cmd_restore(args: argparse.Namespace) -> Output:
     # The passphrase that opened the backup is the node's (one prompt), unless --to.
     passphrase = secrets.get("passphrase")
     assert passphrase is None or isinstance(passphrase, bytes)
-    report = backup.restore(manifest, files, target, passphrase=passphrase)
+    report = backup.restore(manifest, files, target, passphrase=passphrase, what=args.file)
     lines = [
         f"restored club “{manifest.name}” into {target}: {report.events} events in "
         f"{report.logs} logs verified",

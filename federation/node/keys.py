@@ -5,6 +5,8 @@ is `node.keylog`."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -25,7 +27,7 @@ from federation.core.keys import (
 from federation.core.payloads import make_payload
 from federation.errors import UsageError
 from federation.node.keylog import apply_windows
-from federation.node.node import Node
+from federation.node.node import REPLACED_BY_REVOCATION, Node
 from federation.node.system import random_bytes
 from federation.store.base import PAGE_EVENTS
 
@@ -123,6 +125,16 @@ async def revoke(
     own heads or from `before_us`, and continue under a new key (protocol.md §2.2).
     The revocation takes the keys-log seq right after the event that introduced the
     revoked key: whatever the seizer added to the keys log after it is replaced."""
+    steps, result = await revocation_steps(node, recovery, before_us=before_us)
+    for step in steps:
+        await step.run()
+    return result
+
+
+async def revocation_steps(
+    node: Node, recovery: crypto.SigningKey, *, before_us: int | None = None
+) -> tuple[list[Step], KeyChangeResult]:
+    """`revoke`'s writes, not yet made (`key_change_steps`)."""
     check_revoke(node, recovery, before_us=before_us)
     seized = node.key_in_file()  # in force or not: a seizer may have rotated it away
     history = node.keys.history(node.club)
@@ -132,7 +144,9 @@ async def revoke(
         raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
     marks, dropped = await own_cut(node, before_us=before_us)
     base = KeyHistory(history.genesis, history.epochs[: j + 1])
-    return await _hand_over(node, "revoke", recovery, base, marks, dropped, revoked=seized.public)
+    return await key_change_steps(
+        node, "revoke", recovery, base, marks, dropped, revoked=seized.public
+    )
 
 
 def check_revoke(node: Node, recovery: crypto.SigningKey, *, before_us: int | None) -> None:
@@ -163,6 +177,14 @@ def check_revoke(node: Node, recovery: crypto.SigningKey, *, before_us: int | No
         )
 
 
+@dataclass(frozen=True)
+class Step:
+    """One write of a key change, in the order `key_change_steps` gives them."""
+
+    name: str
+    run: Callable[[], Awaitable[object]]
+
+
 async def _hand_over(
     node: Node,
     action: str,
@@ -173,6 +195,34 @@ async def _hand_over(
     *,
     revoked: bytes | None = None,
 ) -> KeyChangeResult:
+    steps, result = await key_change_steps(
+        node, action, signer, base, marks, dropped, revoked=revoked
+    )
+    for step in steps:
+        await step.run()
+    return result
+
+
+async def key_change_steps(
+    node: Node,
+    action: str,
+    signer: crypto.SigningKey,
+    base: KeyHistory,
+    marks: list[CutMark],
+    dropped: dict[str, int],
+    *,
+    revoked: bytes | None = None,
+) -> tuple[list[Step], KeyChangeResult]:
+    """The key event, signed and checked, and the writes that make it so, in order.
+
+    A crash may stop them anywhere; each state it leaves is finished or undone by the
+    next start or by running the command again (tests/seized/test_interrupted.py):
+    until the key event is appended, a new `key rotate|revoke` starts over, and the
+    staged key (`club.key.next`) is dropped at the next unlock, except after the
+    seizer's key events were held apart: the seized key is in force here again, so
+    `unlock` refuses and says to run `key revoke` again. Once the event is appended,
+    `Node.open` applies the windows and makes the staged key the key file: the key
+    file is replaced last, after every event outside the old key's window has moved."""
     old = revoked if revoked is not None else signer.public
     record = await node.own_log(Audience("public"), KEY_LOG_NAME)
     n = base.current.n + 1
@@ -195,17 +245,31 @@ async def _hand_over(
     # Our own rule first, before anything is written (core.keys, §2.2).
     epoch = check_key_event(base, event.header, payload)
     history = with_event(base, epoch, event.id, event.header.time_us)
-    node.stage_signing_key(new)  # crash-safe: club.key.next, finished or rolled back at unlock
-    now = node.clock()
-    if record.head is not None and record.head.seq >= n:  # the seizer's own key events
-        await node.store.hold_apart(
-            record.id,
-            n,
-            f"replaced by the club's revocation at seq {n} of its keys log",
-            now,
-        )
-    await node.store.append([event])
-    node.replace_signing_key(new)
-    await node.load_clubs()
-    await apply_windows(node.store, history, node.club, now)
-    return KeyChangeResult(action, old, new.public, n, event.id, len(marks), dropped)
+
+    async def stage() -> None:
+        node.stage_signing_key(new)  # finished or rolled back at the next start
+
+    async def replace_seizers() -> None:
+        if record.head is not None and record.head.seq >= n:  # the seizer's key events
+            reason = f"{REPLACED_BY_REVOCATION} at seq {n} of its keys log"
+            await node.store.hold_apart(record.id, n, reason, node.clock())
+
+    async def append() -> None:
+        await node.store.append([event])
+
+    async def windows() -> None:
+        await node.load_clubs()
+        await apply_windows(node.store, history, node.club, node.clock())
+
+    async def key_file() -> None:
+        node.replace_signing_key(new)
+
+    steps = [
+        Step("stage the next key", stage),
+        Step("hold apart the seizer's key events", replace_seizers),
+        Step("append the key event", append),
+        Step("apply the new windows", windows),
+        Step("make the next key the key file", key_file),
+    ]
+    result = KeyChangeResult(action, old, new.public, n, event.id, len(marks), dropped)
+    return steps, result

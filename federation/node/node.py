@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import getpass
+import glob
 import os
 import sys
 from collections.abc import Callable
@@ -56,6 +57,8 @@ from federation.store.meta import holding_back, waits_after_restore
 from federation.store.sqlite import SqliteStore
 
 Progress = Callable[[int, int], None]  # (done, total)
+# Why the seizer's key events a revocation replaces are held apart (node/keys.py).
+REPLACED_BY_REVOCATION = "replaced by the club's revocation"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,17 @@ class NodePaths:
     @property
     def tls_key(self) -> Path:
         return self.root / "tls.key"
+
+    @property
+    def restore_staging(self) -> str:
+        """How a restore into this directory names its staging directory beside it,
+        before a random suffix (node/backup.py: renamed into place at the end)."""
+        return f".{self.absolute.name}.restoring-"
+
+    @property
+    def absolute(self) -> Path:
+        """The directory as an absolute path, `.` and `..` resolved (not links)."""
+        return Path(os.path.abspath(self.root))
 
 
 def read_passphrase(config: Config, paths: NodePaths, *, confirm: bool = False) -> bytes | None:
@@ -111,6 +125,14 @@ def load_config(paths: NodePaths) -> Config:
     try:
         text = paths.config.read_text(encoding="utf-8")
     except FileNotFoundError:
+        prefix = glob.escape(paths.restore_staging)
+        left = sorted(paths.absolute.parent.glob(f"{prefix}*"))
+        if left:  # a restore killed midway: its files are there, the node is not
+            raise ConfigError(
+                f"no node at {paths.root}: a restore into it was cut off and left {left[0]}; "
+                "run `federation restore` again (it removes what was left)",
+                path=str(paths.config),
+            ) from None
         raise ConfigError(
             f"no node at {paths.root} ({paths.config} is missing); create one with "
             "`federation init` or pass --node DIR",
@@ -203,6 +225,9 @@ class Node:
         self._envelope: Envelope | None = None  # the key file as Node.open found it
         self.genesis: dict[bytes, Genesis] = {}
         self.histories: dict[bytes, KeyHistory] = {}
+        # The key change a crash cut off after its key event, finished by Node.open.
+        self.finished_key_change: KeyHistory | None = None
+        self._revoke_cut_off = False  # and one cut off before it (`unlock` refuses)
 
     @classmethod
     async def open(
@@ -238,6 +263,7 @@ class Node:
                     "store; restore the original config.toml",
                     field="club.id",
                 )
+            await node._finish_key_change_at_open()
         except BaseException:
             await store.aclose()
             raise
@@ -281,6 +307,11 @@ class Node:
 
     def unlock(self, passphrase: bytes | None = None) -> crypto.SigningKey:
         """The club's signing key, asking for the passphrase once per process."""
+        if self._revoke_cut_off:
+            raise KeyFileError(
+                "a `federation key revoke` was cut off before its key event was written: "
+                "run it again to finish it (this node signs nothing until then)"
+            )
         if self._key is None:
             path = self.paths.resolve(self.config.key.file)
             if self._envelope is not None and passphrase is None:
@@ -331,6 +362,43 @@ class Node:
             staged.unlink()
         return key
 
+    async def _finish_key_change_at_open(self) -> None:
+        """A key change (node/keys.py `key_change_steps`) cut off after its key event was
+        appended: apply the new key's windows to our logs, then make the staged key the
+        key file, as the change would have. Before the event it is `unlock`'s to undo."""
+        staged = self._next_key_path()
+        if not staged.exists():
+            return
+        self._revoke_cut_off = await self._revocation_cut_off()
+        history = self.keys.history(self.club)
+        try:
+            new = open_key(staged.read_bytes(), self.club, self._passphrase, str(staged))
+        except KeyFileError:
+            # Torn by a crash as it was written (before it was written whole): its key
+            # event cannot have followed while the key file's key is still in force.
+            assert self._envelope is not None
+            if history is None or history.current.key == self._envelope.key.public:
+                staged.unlink()
+                return
+            raise
+        if history is None or history.current.key != new.public:
+            return
+        await keylog.apply_windows(self.store, history, self.club, self.clock())
+        self.replace_signing_key(new)
+        self.finished_key_change = history
+
+    async def _revocation_cut_off(self) -> bool:
+        """A revocation cut off between holding apart the seizer's key events and
+        appending its own: the seized key is in force here again, and `unlock` must not
+        sign with it (it says to run `key revoke` again, which finishes the job)."""
+        keys_log = key_log_id(self.club)
+        record = await self.store.log(keys_log)
+        head = 0 if record is None or record.head is None else record.head.seq
+        return any(
+            h.log == keys_log and h.seq == head + 1 and h.reason.startswith(REPLACED_BY_REVOCATION)
+            for h in await self.store.held_apart()
+        )
+
     def _sealed_like_key_file(self, key: crypto.SigningKey) -> bytes:
         """`key` sealed as the key file is (its passphrase and its store key kept)."""
         path = self.paths.resolve(self.config.key.file)
@@ -352,7 +420,9 @@ class Node:
         appended: a crash then leaves both keys, and unlocking picks the one in force."""
         staged = self._next_key_path()
         staged.unlink(missing_ok=True)
-        write_private(staged, self._sealed_like_key_file(key))
+        # Whole or absent, never torn: a crash while it is written must not leave a
+        # club.key.next that no start can open (tests/seized/test_interrupted.py).
+        replace_private(staged, self._sealed_like_key_file(key))
 
     def replace_signing_key(self, key: crypto.SigningKey) -> None:
         """The key event is appended: the staged key becomes the key file, and the
