@@ -56,7 +56,14 @@ EARLIER_SETTINGS = format_settings(4096)
 #   memory, and whoever can do that on a running node can read the store key anyway.
 # - log level NONE: SQLCipher writes a wrong key's HMAC failure to stderr, and an
 #   operator must see one clear line (ours), not the library's.
-LIBRARY_SETTINGS = ("PRAGMA cipher_memory_security = OFF", "PRAGMA cipher_log_level = NONE")
+# And one for the connection: trusted_schema OFF, so a schema we did not make (a
+# store restored from a crafted backup) cannot have its views or triggers call a
+# function with side effects (the store also refuses any view or trigger at open).
+LIBRARY_SETTINGS = (
+    "PRAGMA cipher_memory_security = OFF",
+    "PRAGMA cipher_log_level = NONE",
+    "PRAGMA trusted_schema = OFF",
+)
 
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 

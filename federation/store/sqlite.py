@@ -135,6 +135,20 @@ class SqliteStore(SideTables):
                 f"({SCHEMA_VERSION}); upgrade federation",
                 path=str(self.path),
             )
+        # The schema is ours: no view, no trigger. One there came from elsewhere (a
+        # store restored from a crafted backup) and would run on our reads or writes.
+        foreign = list(
+            await db.execute_fetchall(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('view', 'trigger')"
+            )
+        )
+        if foreign:
+            kind, name = foreign[0]
+            raise StoreError(
+                f"store {self.path} has a {kind} {name!r} that federation never makes, so "
+                "it was changed outside federation; restore it from a backup you made",
+                path=str(self.path),
+            )
         for number in range(version, SCHEMA_VERSION):
             await db.execute("BEGIN IMMEDIATE")
             try:

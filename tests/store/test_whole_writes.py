@@ -15,8 +15,8 @@ import pytest
 from sqlcipher3 import dbapi2 as sqlcipher
 
 from federation.core.events import VerifiedRun, runs_of
-from federation.errors import InvalidEventError
-from federation.store import checkpoint, sqlite_base, sqlite_write
+from federation.errors import InvalidEventError, StoreError
+from federation.store import checkpoint, cipher, sqlite_base, sqlite_write
 from federation.store.sqlite import SqliteStore
 from tests.conftest import Club
 from tests.store.test_contract import STORE_KEY, add_club, all_events
@@ -154,3 +154,34 @@ async def test_the_checkpointer_copies_the_wal_beside_the_writer(
     else:
         assert grown == 0
     assert len(await all_events(store, club.log())) == 1000
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TRIGGER copy AFTER INSERT ON event BEGIN DELETE FROM peer; END",
+        "CREATE VIEW everything AS SELECT * FROM event",
+    ],
+)
+async def test_a_store_with_a_view_or_trigger_we_never_make_is_refused(
+    tmp_path: Path, statement: str
+) -> None:
+    """A store restored from a crafted backup could carry SQL that runs on our own
+    reads and writes: refused at open, naming it; the same store without it opens
+    (the positive control)."""
+    path = tmp_path / "store.sqlite"
+    async with await SqliteStore.open(path, create=True, key=STORE_KEY):
+        pass
+    async with await SqliteStore.open(path, key=STORE_KEY) as store:
+        await store._db.execute(statement)
+    with pytest.raises(StoreError, match="federation never makes") as refused:
+        await SqliteStore.open(path, key=STORE_KEY)
+    assert "\n" not in str(refused.value)
+    name = statement.split()[2]
+    db = cipher.connect(path, STORE_KEY)
+    try:
+        db.execute(f"DROP {statement.split()[1]} {name}")
+    finally:
+        db.close()
+    async with await SqliteStore.open(path, key=STORE_KEY) as store:
+        assert await store.count_events() == 0
