@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pyrage
 import pytest
 
 from federation.cli.main import main
+from federation.node.keyfile import PASSPHRASE_ENV
 from tests.cli.test_cli import Run as Run  # one record of a CLI run
 from tests.harness import free_port as free_port
 
@@ -50,6 +52,30 @@ def tree(path: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
     }
+
+
+@contextlib.contextmanager
+def cli_environment() -> Iterator[None]:
+    """The passphrase in the environment and no FEDERATION_NODE, as every test of
+    these modules runs the CLI (module-scoped fixtures, which monkeypatch is not)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PASSPHRASE_ENV, PASSPHRASE)
+        mp.delenv("FEDERATION_NODE", raising=False)
+        yield
+
+
+def init_quiet(node: Path, name: str) -> None:
+    """`federation init` of a plain-HTTP node on a free loopback port."""
+    listen = f"127.0.0.1:{free_port()}"
+    ok(cli_quiet(node, "init", "--name", name, "--plain-http", "--listen", listen))
+
+
+def member_identity(root: Path) -> tuple[pyrage.x25519.Identity, Path]:
+    """A member's age identity, and the file holding it as `restore --identity` reads."""
+    member = pyrage.x25519.Identity.generate()
+    identity = root / "member.key"
+    identity.write_text(f"{member}\n")
+    return member, identity
 
 
 def cli_quiet(node: Path | None, *args: str) -> Run:

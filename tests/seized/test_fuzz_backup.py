@@ -37,7 +37,15 @@ from hypothesis import strategies as st
 
 from federation.node.backup import MANIFEST
 from federation.node.keyfile import PASSPHRASE_ENV
-from tests.seized.support import PASSPHRASE, Run, cli_quiet, free_port, ok
+from tests.seized.support import (
+    PASSPHRASE,
+    Run,
+    cli_environment,
+    cli_quiet,
+    init_quiet,
+    member_identity,
+    ok,
+)
 
 # Each refusal ends by saying what to do: one of these (every message restore can give).
 ADVICE = re.compile(
@@ -65,18 +73,13 @@ class Source:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(PASSPHRASE_ENV, PASSPHRASE)
-        mp.delenv("FEDERATION_NODE", raising=False)
+    with cli_environment():
         root = tmp_path_factory.mktemp("fuzz-backup")
         node = root / "club"
-        listen = f"127.0.0.1:{free_port()}"
-        ok(cli_quiet(node, "init", "--name", "Fuzzed Club", "--plain-http", "--listen", listen))
+        init_quiet(node, "Fuzzed Club")
         ok(cli_quiet(node, "post", "note", "--log", "minutes", "--text", "private words"))
         ok(cli_quiet(node, "post", "note", "--audience", "public", "--text", "public words"))
-        member = pyrage.x25519.Identity.generate()
-        identity = root / "member.key"
-        identity.write_text(f"{member}\n")
+        member, identity = member_identity(root)
         to_member, with_passphrase = root / "member.backup", root / "passphrase.backup"
         ok(cli_quiet(node, "backup", "-o", str(to_member), "--to", str(member.to_public())))
         ok(cli_quiet(node, "backup", "-o", str(with_passphrase)))

@@ -40,7 +40,16 @@ from federation.node import recovery
 from federation.node.keyfile import PASSPHRASE_ENV
 from federation.node.node import Node, init_node
 from tests.keys.support import RECOVERY_SEED, public_log
-from tests.seized.support import PASSPHRASE, cli, cli_quiet, free_port, ok
+from tests.seized.support import (
+    PASSPHRASE,
+    Run,
+    cli,
+    cli_environment,
+    cli_quiet,
+    init_quiet,
+    member_identity,
+    ok,
+)
 
 # A restore of the small node below runs for about a second; the staging directory
 # holds the files for the last few tenths of it (opening and verifying the store).
@@ -59,18 +68,13 @@ class Backed:
 
 @pytest.fixture(scope="module")
 def backed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backed]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(PASSPHRASE_ENV, PASSPHRASE)
-        mp.delenv("FEDERATION_NODE", raising=False)
+    with cli_environment():
         root = tmp_path_factory.mktemp("interrupted")
         node = root / "club"
-        listen = f"127.0.0.1:{free_port()}"
-        ok(cli_quiet(node, "init", "--name", "Cut Short", "--plain-http", "--listen", listen))
+        init_quiet(node, "Cut Short")
         for i in range(20):
             ok(cli_quiet(node, "post", "note", "--log", "minutes", "--text", f"minute {i}"))
-        member = pyrage.x25519.Identity.generate()
-        identity = root / "member.key"
-        identity.write_text(f"{member}\n")
+        member, identity = member_identity(root)
         backup = root / "club.backup"
         ok(cli_quiet(node, "backup", "-o", str(backup), "--to", str(member.to_public())))
         yield Backed(root, node, backup, identity)
@@ -214,6 +218,12 @@ class Club:
     before: str  # --before: after the first notes, before the LATE ones
 
 
+def revoke(club: Club, capsys: pytest.CaptureFixture[str], *more: str) -> Run:
+    """`key revoke` with the club's recovery words, from the point it names: it exits 0."""
+    words = ("--words-file", str(club.words), "--before", club.before)
+    return ok(cli(capsys, club.root, "key", "revoke", *words, *more))
+
+
 def make_club(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Club:
     root = tmp_path / "club"
     asyncio.run(
@@ -280,19 +290,7 @@ def test_a_revocation_cut_off_is_finished_by_running_it_again(
     names = cut_off(club, steps_done)
     assert len(names) == STEPS
     assert (club.root / "club.key.next").exists()  # the crash left the change half made
-    run = ok(
-        cli(
-            capsys,
-            club.root,
-            "key",
-            "revoke",
-            "--words-file",
-            str(club.words),
-            "--before",
-            club.before,
-            "--json",
-        )
-    )
+    run = revoke(club, capsys, "--json")
     appended = names.index("append the key event") < steps_done
     assert run.json().get("finished", False) is appended, (names[:steps_done], run.out)
     check_revoked_once(club, capsys)
@@ -334,18 +332,7 @@ def test_a_revoke_process_killed_midway_is_finished_by_running_it_again(
         assert process.returncode in (0, -signal.SIGKILL), err.decode()
     else:
         pytest.fail(f"every one of {KILL_ATTEMPTS} revocations ended before it was killed")
-    run = ok(
-        cli(
-            capsys,
-            club.root,
-            "key",
-            "revoke",
-            "--words-file",
-            str(club.words),
-            "--before",
-            club.before,
-        )
-    )
+    run = revoke(club, capsys)
     assert "revoke" in run.out or "revocation" in run.out
     check_revoked_once(club, capsys)
 
@@ -362,19 +349,7 @@ def test_a_staged_key_torn_by_a_crash_is_dropped_at_the_next_start(
     staged.write_bytes(staged.read_bytes()[:40])
     ok(cli(capsys, club.root, "status"))
     assert not staged.exists()
-    run = ok(
-        cli(
-            capsys,
-            club.root,
-            "key",
-            "revoke",
-            "--words-file",
-            str(club.words),
-            "--before",
-            club.before,
-            "--json",
-        )
-    )
+    run = revoke(club, capsys, "--json")
     assert "finished" not in run.json()
     check_revoked_once(club, capsys)
 
@@ -424,19 +399,7 @@ def test_a_revocation_cut_off_after_replacing_the_seizers_rotation_says_what_to_
         "was written: run it again to finish it (this node signs nothing until then)\n"
     )
     ok(cli(capsys, club.root, "status"))  # reading is fine
-    run = ok(
-        cli(
-            capsys,
-            club.root,
-            "key",
-            "revoke",
-            "--words-file",
-            str(club.words),
-            "--before",
-            club.before,
-            "--json",
-        )
-    )
+    run = revoke(club, capsys, "--json")
     assert run.json()["seq"] == 1  # in the seizer's place
     # Held apart: the late notes, the note posted before the seizure, its rotation.
     check_revoked_once(club, capsys, held=LATE + 2)
