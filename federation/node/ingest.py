@@ -542,8 +542,10 @@ class Ingest:
         payload was erased or filled in, the views fold its log again now, so no
         erased text stays in their saved rows (the store already reset their read
         position, so they never show it meanwhile: node.projector)."""
-        await self.flush()
-        await self.store.make_durable()
+        try:
+            await self.flush()
+        finally:  # what was committed before a failure is kept: made durable too
+            await self.store.make_durable()
         if self.erased or self.filled or self.held_apart:
             await projector.catch_up(self.store)
 

@@ -42,6 +42,9 @@ async def frontier(
         # Never past the wait asked for, even if the clock steps back meanwhile.
         remaining_us = min(deadline_us - now(), wait_us)
         if after or digest != known or remaining_us <= 0 or rt.closing:
+            # What a frontier shows, a peer may take as delivered (`status`, `erase`):
+            # on disk first, though our sync's commits are made durable at its end.
+            await rt.store.make_durable()
             return serve.answer(digest, heads, known, after)
         await rt.wait_changed(version, remaining_us / 1_000_000)
 

@@ -13,7 +13,8 @@ catches up itself, and the WAL starts again from its beginning.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from sqlite3 import Connection
 
 import aiosqlite
@@ -33,32 +34,59 @@ class Checkpointer:
         self._db: aiosqlite.Connection | None = None
         self._running: asyncio.Task[None] | None = None
         self._since = 0  # bytes committed since the last checkpoint began
+        # Held by a running checkpoint, or by `held` (SQLite refuses a second
+        # checkpointer at once without waiting: the loser's checkpoint does nothing).
+        self._lock = asyncio.Lock()
+        self._closed = False  # aclose began: no checkpoint starts, no connection opens
 
     def committed(self, size: int) -> None:
         """About `size` bytes were committed: checkpoint once enough were."""
         self._since += size
-        if self._since < CHECKPOINT_EVERY_BYTES:
+        if self._closed or self._since < CHECKPOINT_EVERY_BYTES:
             return
-        if self._running is not None and not self._running.done():
+        if self._lock.locked() or (self._running is not None and not self._running.done()):
             return  # the next commit asks again
         self._since = 0
         self._running = asyncio.create_task(self._checkpoint())
 
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """No checkpoint of ours runs meanwhile (the running one ends first): for a
+        checkpoint the writer must see done (SqliteBase.wipe_wal)."""
+        async with self._lock:
+            yield
+
     async def _checkpoint(self) -> None:
+        async with self._lock:
+            await self._passive()
+
+    async def _passive(self) -> None:
         try:
+            if self._closed:
+                return
             if self._db is None:
-                self._db = await aiosqlite.Connection(self._connect, 64)
-                await self._db.execute_fetchall("PRAGMA synchronous = FULL")
+                db = await aiosqlite.Connection(self._connect, 64)
+                if self._closed:  # closed while it opened: it must not outlive the store
+                    await db.close()
+                    return
+                self._db = db
+                await db.execute_fetchall("PRAGMA synchronous = FULL")
             await self._db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
+        except (sqlite3.Error, ValueError):  # ValueError: aiosqlite's, on a closed connection
             # Nothing is lost: the frames stay in the WAL, and the writer's own
             # checkpoint at WAL_BOUND_BYTES copies them.
             return
 
     async def aclose(self) -> None:
-        """Wait for a running checkpoint; close the connection."""
-        if self._running is not None:
-            await self._running
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        """Let a running checkpoint end, and close the connection; even if cancelled
+        meanwhile (a second Ctrl-C at a stop): no keyed connection outlives the store."""
+        self._closed = True
+        try:
+            if self._running is not None:
+                await asyncio.shield(self._running)
+        finally:
+            if self._running is not None and not self._running.done():
+                await asyncio.wait([self._running])  # its connection is closed after it
+            if self._db is not None:
+                db, self._db = self._db, None
+                await db.close()

@@ -29,13 +29,14 @@ from federation.store.base import (
     ProjectionUpdate,
     RawEvent,
 )
-from federation.store.checkpoint import WAL_BOUND_BYTES, Checkpointer
+from federation.store.checkpoint import CHECKPOINT_EVERY_BYTES, WAL_BOUND_BYTES, Checkpointer
 from federation.store.schema import (
     MAX_SEQ,
     MIGRATIONS,
     SCHEMA_VERSION,
     SEQ_BITS,
 )
+from federation.store.sqlite_base import _to_the_end
 from federation.store.sqlite_side import SideTables
 
 # Page cache per connection: a sync's batch of 20,000 events and the B-tree pages it
@@ -118,6 +119,9 @@ class SqliteStore(SideTables):
         # store's size) rather than SQLite's default 1,000 pages; before that, a
         # Checkpointer does it beside the writer (store.checkpoint).
         await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_BOUND_BYTES // int(page)}")
+        # A WAL that starts over is cut back to this size: a long sync's WAL (up to
+        # WAL_BOUND_BYTES) does not stay that large on disk.
+        await db.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_EVERY_BYTES}")
         # Sorts and temporary tables stay in memory: nothing of the store in a temp file.
         await db.execute("PRAGMA temp_store = MEMORY")
         try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions
@@ -177,6 +181,10 @@ class SqliteStore(SideTables):
         try:
             await self._checkpointer.aclose()
         finally:
+            await _to_the_end(self._close_after_writes())
+
+    async def _close_after_writes(self) -> None:
+        async with self._writing:  # a write under way ends first, whole
             await self._db.close()
 
     # --- clubs and logs -------------------------------------------------------------
@@ -244,7 +252,7 @@ class SqliteStore(SideTables):
         )
         self._checkpointer.committed(write.size_of(runs))
         if erased:
-            await self._checkpoint()
+            await self._wipe_wal()
         return erased
 
     async def events(
@@ -325,14 +333,8 @@ class SqliteStore(SideTables):
             if erased and projection is not None:
                 await self._apply_projection(db, projection)
         if erased:
-            await self._checkpoint()
+            await self._wipe_wal()
         return bool(keys)
-
-    async def _checkpoint(self) -> None:
-        # Move the erased page into the database now and empty the WAL, so the
-        # payload does not wait in the WAL file until the next checkpoint.
-        async with self._writing:
-            await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
         n = await self._log_number(log)
@@ -340,7 +342,7 @@ class SqliteStore(SideTables):
             return False
         erased = await self._write_whole(write.fill_payload, n, log, seq, payload)
         if erased:
-            await self._checkpoint()
+            await self._wipe_wal()
         return erased is not None
 
     async def missing_payloads(self) -> dict[bytes, int]:

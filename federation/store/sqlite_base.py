@@ -23,9 +23,14 @@ import aiosqlite
 # the store goes through it, keyed or not (store.cipher).
 from sqlcipher3 import dbapi2 as sqlite3
 
+from federation.errors import StoreError
 from federation.store.checkpoint import Checkpointer
 
 T = TypeVar("T")
+# A TRUNCATE checkpoint another connection holds off (SQLite reports busy) is tried
+# again this many times, this long apart (SqliteBase._wipe_wal).
+WIPE_ATTEMPTS = 3
+WIPE_RETRY_S = 0.5
 
 
 class SqliteBase:
@@ -86,19 +91,48 @@ class SqliteBase:
             # a cursor still stepping there (a PRAGMA's row left unread, say) would
             # stop our COMMIT ("SQL statements in progress"). A first call returning
             # nothing lets it go; queued together, the two still make one hop.
+            if not durable:  # set first: a commit made while our task is cancelled counts
+                self._undurable = True
             both = asyncio.gather(on_thread(_nothing), on_thread(whole, self._db._conn))
-            result = cast("T", (await _to_the_end(both))[1])
-            self._undurable = not durable  # a durable commit fsyncs the WAL: all before it
+            result, wrote = cast("tuple[T, bool]", (await _to_the_end(both))[1])
+            if durable and wrote:  # its fsync of the WAL makes every commit before it durable
+                self._undurable = False
             return result
 
     async def make_durable(self) -> None:
         """Every commit made so far is on disk when this returns (store.base)."""
+        if not self._undurable:
+            return  # nothing to wait for: no write's lock taken
         async with self._writing:
             if self._undurable:
                 wal = self.path.with_name(self.path.name + "-wal")
                 on_thread = cast("Callable[..., Awaitable[None]]", self._db._execute)
                 await _to_the_end(on_thread(_fsync, wal))
                 self._undurable = False
+
+    async def _wipe_wal(self) -> None:
+        """Copy the WAL into the database and empty it, now: after an erasure or a
+        blocked club's drop, whose old pages secure_delete zeroed in the database but
+        whose frames would wait in the WAL file for the next checkpoint (a seized
+        disk). Our background checkpoint is let finish first and held off meanwhile:
+        SQLite refuses a second checkpointer at once, and TRUNCATE says so only in its
+        result row. A reader in another process holds it off too (each try waits up
+        to the busy timeout for it): writes go on between the tries."""
+        async with self._checkpointer.held():
+            for attempt in range(WIPE_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(WIPE_RETRY_S)
+                async with self._writing:
+                    rows = await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+                [(busy, _, _)] = rows
+                if not busy:
+                    return
+        raise StoreError(
+            f"what was just erased or dropped is gone from {self.path}, but another program "
+            "has the store open, so its old pages stay in the store's WAL file until that "
+            "program closes it; close it (stop the node if another command holds the store)",
+            path=str(self.path),
+        )
 
     async def _write(self, sql: str, parameters: tuple[object, ...]) -> aiosqlite.Cursor:
         async with self._writing:
@@ -115,22 +149,30 @@ async def _to_the_end(step: Awaitable[T]) -> T:
         raise
 
 
-def _whole(write: Callable[..., T], durable: bool, args: tuple[Any, ...], db: Connection) -> T:
-    """On the store's thread: `write` in one transaction (SqliteBase._write_whole)."""
+def _whole(
+    write: Callable[..., T], durable: bool, args: tuple[Any, ...], db: Connection
+) -> tuple[T, bool]:
+    """On the store's thread: `write` in one transaction (SqliteBase._write_whole).
+    Returns its result, and whether it changed a row: a commit that changed none
+    writes nothing to the WAL, and so syncs nothing, durable or not."""
     if not durable:
         db.execute("PRAGMA synchronous = NORMAL")
     try:
         db.execute("BEGIN IMMEDIATE")
         try:
+            before = db.total_changes
             result = write(db, *args)
+            wrote = db.total_changes != before
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return result
+        return result, wrote
     finally:
-        if not durable:
+        # Not inside a transaction a failed ROLLBACK left open (SQLite refuses it there,
+        # and that error would hide the first): the connection is unusable then anyway.
+        if not durable and not db.in_transaction:
             db.execute("PRAGMA synchronous = FULL")
 
 

@@ -49,9 +49,8 @@ class SideTables(SqliteBase):
             await db.execute(
                 "INSERT OR IGNORE INTO blocked (club, blocked_us) VALUES (?, ?)", (club, blocked_us)
             )
-        if dropped:  # as erase: the dropped pages leave the WAL now (secure_delete zeroes them)
-            async with self._writing:
-                await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        if dropped:  # as erase: the dropped pages leave the WAL now
+            await self._wipe_wal()
         return dropped
 
     async def unblock_club(self, club: bytes) -> bool:

@@ -147,7 +147,8 @@ async def test_the_checkpointer_copies_the_wal_beside_the_writer(
     before = store.path.stat().st_size
     for _ in range(5):
         await store.append_runs(await _more(store, club, 200))
-        await store._checkpointer.aclose()  # wait for the one running, if any
+        async with store._checkpointer.held():  # the one running, if any, has ended
+            pass
     grown = store.path.stat().st_size - before
     if every_bytes == 1:
         assert grown > 0
