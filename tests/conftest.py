@@ -6,7 +6,8 @@ and without its example database, so a failure found once is found every time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -100,3 +101,25 @@ def club() -> Club:
 @pytest.fixture
 def other_club() -> Club:
     return Club.make(b"club b")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_left_alone() -> Iterator[None]:
+    """A test must leave this process's SIGINT and SIGTERM as it found them. `federation
+    run` in-process catches them for good (cli/stop.py), and once one arrives it
+    ignores both: every node a later test of this worker starts then inherits SIGINT
+    ignored, and no Ctrl-C stops it. Run `run` in a subprocess."""
+    before = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
+    yield
+    changed = [n for n in _STOP_SIGNALS if signal.getsignal(n) != before[n]]
+    for number in _STOP_SIGNALS:
+        signal.signal(number, before[number])  # the next test starts as this one did
+    if changed:
+        names = ", ".join(signal.Signals(n).name for n in changed)
+        pytest.fail(
+            f"this test changed how the test process handles {names}: "
+            "run `federation run` in a subprocess, not in-process"
+        )
