@@ -105,6 +105,13 @@ def other_club() -> Club:
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Started in the background (`make test &` in a script), the test process inherits
+# SIGINT ignored, and so would every node a test starts: `run` keeps an inherited
+# ignore, as a shell's background job expects (cli/stop.py), and the tests that stop
+# a node with Ctrl-C's SIGINT would wait for it in vain. The tests take SIGINT back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(autouse=True)
 def _stop_signals_left_alone() -> Iterator[None]:
