@@ -11,22 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from federation.core.events import VerifiedRun, runs_of
 from federation.store.sqlite import SqliteStore
 from tests.conftest import Club
-from tests.store.test_contract import STORE_KEY, add_club, all_events
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(tmp_path / "store.sqlite", create=True, key=STORE_KEY)
-    yield opened
-    await opened.aclose()
+from tests.store.test_contract import add_club, all_events
+from tests.store.test_whole_writes import FULL, _more, _synchronous
+from tests.store.test_whole_writes import store as store  # the fixture
 
 
 @pytest.fixture
@@ -45,11 +38,6 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _size(path: Path) -> int:
     return path.stat().st_size
-
-
-async def _more(store: SqliteStore, club: Club, n: int) -> list[VerifiedRun]:
-    record = await store.log(club.log())
-    return runs_of(club.chain(n, after=record.head if record else None))
 
 
 @pytest.mark.parametrize("between", ["fill_payload", "put_club", "put_log"])
@@ -95,3 +83,26 @@ async def test_a_cancelled_undurable_commit_is_still_made_durable(
             assert synced == [wal], "make_durable returned without syncing the WAL"
             return
     pytest.fail("no cancelled commit was seen to commit: the scenario was not reached")
+
+
+async def test_commits_without_fsync_are_made_durable_together(
+    store: SqliteStore, club: Club, synced: list[str]
+) -> None:
+    await add_club(store, club)
+    wal = str(store.path) + "-wal"
+    await store.append_runs(await _more(store, club, 2), durable=False)
+    await store.append_runs(await _more(store, club, 2), durable=False)
+    assert await _synchronous(store) == FULL  # what comes next is durable again
+    assert synced == []
+    await store.make_durable()
+    assert synced == [wal]
+    await store.make_durable()  # nothing new since: no second fsync
+    assert synced == [wal]
+
+    # A durable commit after an undurable one makes both durable (the WAL is synced up
+    # to it): nothing is left to make durable.
+    await store.append_runs(await _more(store, club, 1), durable=False)
+    await store.append_runs(await _more(store, club, 1))
+    await store.make_durable()
+    assert synced == [wal]
+    assert [e.header.seq for e in await all_events(store, club.log())] == list(range(1, 7))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import cast
@@ -88,37 +87,6 @@ async def test_a_refused_write_changes_nothing(store: SqliteStore, club: Club) -
         await store.append_runs(runs_of(events), clubs={club.id: club.genesis}, durable=False)
     assert await store.clubs() == {}
     assert await _synchronous(store) == FULL
-
-
-async def test_commits_without_fsync_are_made_durable_together(
-    store: SqliteStore, club: Club, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
-    await add_club(store, club)
-    wal = str(store.path) + "-wal"
-    await store.append_runs(await _more(store, club, 2), durable=False)
-    await store.append_runs(await _more(store, club, 2), durable=False)
-    assert await _synchronous(store) == FULL  # what comes next is durable again
-    assert synced == []
-    await store.make_durable()
-    assert synced == [wal]
-    await store.make_durable()  # nothing new since: no second fsync
-    assert synced == [wal]
-
-    # A durable commit after an undurable one makes both durable (the WAL is synced up
-    # to it): nothing is left to make durable.
-    await store.append_runs(await _more(store, club, 1), durable=False)
-    await store.append_runs(await _more(store, club, 1))
-    await store.make_durable()
-    assert synced == [wal]
-    assert [e.header.seq for e in await all_events(store, club.log())] == list(range(1, 7))
 
 
 async def test_another_connection_sees_an_undurable_commit(
