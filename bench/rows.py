@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
-
 from federation.core.canonical import SIGNED_HEADER_BYTES
 from federation.store import cipher
-from federation.store.schema import INSERT_RUN
+from federation.store.schema import placed
 
 _KEY = bytes(range(32))
 _PAYLOAD_BYTES = 266  # a mean bench payload
@@ -40,7 +38,7 @@ def one_run(directory: Path, events: int, page: int, one_row_a_run: bool) -> flo
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     signed = b"".join(os.urandom(SIGNED_HEADER_BYTES) for _ in range(_RUN))
     payloads = b"".join(os.urandom(_PAYLOAD_BYTES) for _ in range(_RUN))
-    sizes = msgspec.json.encode([_PAYLOAD_BYTES] * _RUN).decode()
+    statement, places = placed([payloads[:_PAYLOAD_BYTES]] * _RUN)
     start = time.process_time()
     db = cipher.connect(path, _KEY, settings=cipher.format_settings(page), check=False)
     db.execute("PRAGMA journal_mode = WAL")
@@ -55,7 +53,7 @@ def one_run(directory: Path, events: int, page: int, one_row_a_run: bool) -> flo
             db.execute("INSERT INTO event VALUES (?, ?, ?)", (first, signed, payloads))
         else:
             parameters = {"first": first, "signed": signed, "payloads": payloads}
-            db.execute(INSERT_RUN, parameters | {"sizes": sizes})
+            db.execute(statement, parameters | {"places": places})
         if (first + _RUN) % _TRANSACTION == 0 or first + _RUN >= events:
             db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -9,6 +9,9 @@ and a sync reads a range, with no second index to keep in step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import accumulate, repeat
+from operator import lshift, or_
 from typing import Any, cast
 
 import msgspec
@@ -117,36 +120,52 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # One statement inserts a whole run, its rows cut out of a few joined blobs inside
 # SQLite. Python's sqlite3 binds parameters holding the GIL and releases it while
-# SQLite steps: with five parameters a run instead of four an event, the worker
+# SQLite steps: with four parameters a run instead of three an event, the worker
 # thread inserts a run of thousands of events without the GIL, and the event loop
 # verifies the next batch meanwhile (bulk ingest's hot path: bench/RESULTS.md).
-# `sizes` is a JSON array of payload sizes, -1 for an erased payload; a payload's
-# offset in `payloads` is the sum of the sizes before it.
-INSERT_RUN = f"""
+# `places` is a JSON array, one integer an event: its payload's offset in `payloads`
+# shifted left by SIZE_BITS, or'd with its size; -1 for an erased payload. Computed
+# in Python (C-level map and accumulate), not by a window function in SQLite, which
+# cost a third of the statement (bench/RESULTS.md, "places").
+SIZE_BITS = canonical.MAX_PAYLOAD_BYTES.bit_length()
+_SIZE_MASK = (1 << SIZE_BITS) - 1
+_ROWS = f"""
 INSERT INTO event (k, signed, payload)
 SELECT :first + key,
        substr(:signed, key * {canonical.SIGNED_HEADER_BYTES} + 1, {canonical.SIGNED_HEADER_BYTES}),
-       CASE WHEN size < 0 THEN NULL ELSE substr(:payloads, start + 1, size) END
-FROM (
-    SELECT key, value AS size, sum(max(value, 0)) OVER (ORDER BY key) - max(value, 0) AS start
-    FROM json_each(:sizes)
-)
+       {{payload}}
+FROM json_each(:places)
 """
-_sizes_encoder = msgspec.json.Encoder()
+_CUT = f"substr(:payloads, (value >> {SIZE_BITS}) + 1, value & {_SIZE_MASK})"
+INSERT_RUN = _ROWS.format(payload=_CUT)
+# The same with erased payloads among the run's (rare: a bulk run has none).
+INSERT_RUN_ERASED = _ROWS.format(payload=f"CASE WHEN value < 0 THEN NULL ELSE {_CUT} END")
+_places_encoder = msgspec.json.Encoder()
 
 
-def run_parameters(first: int, run: VerifiedRun) -> dict[str, Any]:
-    """The parameters of INSERT_RUN for a run whose first row key is `first`."""
-    payloads = run.payloads
-    # Without a missing payload (the bulk case), the sizes are map and len: no Python
-    # frame per event.
+def placed(payloads: Sequence[bytes | None]) -> tuple[str, str]:
+    """INSERT_RUN (or INSERT_RUN_ERASED) for a run of these payloads, and its
+    `places` parameter."""
     if None in payloads:
-        sizes = [-1 if p is None else len(p) for p in payloads]
-    else:
-        sizes = [*map(len, cast("tuple[bytes, ...]", payloads))]
-    return {
+        sizes = [0 if p is None else len(p) for p in payloads]
+        places = [
+            -1 if p is None else ((end - size) << SIZE_BITS) | size
+            for p, end, size in zip(payloads, accumulate(sizes), sizes, strict=True)
+        ]
+        return INSERT_RUN_ERASED, _places_encoder.encode(places).decode()
+    # The bulk case: map, accumulate and the operators, no Python frame per event.
+    sizes = [*map(len, cast("Sequence[bytes]", payloads))]
+    starts = map(lshift, accumulate(sizes, initial=0), repeat(SIZE_BITS))
+    return INSERT_RUN, _places_encoder.encode([*map(or_, starts, sizes)]).decode()
+
+
+def run_statement(first: int, run: VerifiedRun) -> tuple[str, dict[str, Any]]:
+    """The statement inserting a run whose first row key is `first`, and its
+    parameters."""
+    statement, places = placed(run.payloads)
+    return statement, {
         "first": first,
         "signed": b"".join(run.signed),
-        "payloads": b"".join(filter(None, payloads)),
-        "sizes": _sizes_encoder.encode(sizes).decode(),
+        "payloads": b"".join(filter(None, run.payloads)),
+        "places": places,
     }

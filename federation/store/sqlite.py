@@ -124,12 +124,12 @@ class SqliteStore(SideTables):
         await db.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_EVERY_BYTES}")
         # Sorts and temporary tables stay in memory: nothing of the store in a temp file.
         await db.execute("PRAGMA temp_store = MEMORY")
-        try:  # what INSERT_RUN needs: JSON (built in since 3.38) and window functions
-            await db.execute("SELECT sum(value) OVER (ORDER BY key) FROM json_each('[1]')")
+        try:  # what INSERT_RUN needs: JSON (built in since 3.38)
+            await db.execute("SELECT key, value FROM json_each('[1]')")
         except sqlite3.OperationalError as exc:
             raise StoreError(
-                f"this Python's SQLite {sqlite3.sqlite_version} lacks JSON or window "
-                f"functions ({exc}); use a Python built with SQLite 3.38 or later",
+                f"this Python's SQLite {sqlite3.sqlite_version} lacks JSON functions "
+                f"({exc}); use a Python built with SQLite 3.38 or later",
                 path=str(self.path),
             ) from exc
         version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
@@ -247,10 +247,10 @@ class SqliteStore(SideTables):
         runs = [run for run in runs if run.ids]
         if not runs and not clubs and not logs:
             return 0
-        erased = await self._write_whole(
+        erased, written = await self._write_whole(
             write.append_runs, runs, clubs or {}, logs or {}, durable=durable
         )
-        self._checkpointer.committed(write.size_of(runs))
+        self._checkpointer.committed(written)
         if erased:
             await self._wipe_wal()
         return erased

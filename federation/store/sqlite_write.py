@@ -22,7 +22,7 @@ from federation.core.canonical import Kind
 from federation.core.events import Head, VerifiedRun
 from federation.core.log import held_seq, rest_to_append
 from federation.errors import InvalidEventError
-from federation.store.schema import INSERT_RUN, MAX_SEQ, SEQ_BITS, run_parameters
+from federation.store.schema import MAX_SEQ, SEQ_BITS, run_statement
 
 # A run this long is inserted by one INSERT_RUN statement; shorter ones (a post, or
 # interleaved events of several logs) row by row, where one statement's fixed cost
@@ -71,9 +71,10 @@ def append_runs(
     runs: Sequence[VerifiedRun],
     clubs: Mapping[bytes, bytes],
     logs: Mapping[bytes, bytes],
-) -> int:
+) -> tuple[int, int]:
     """store.base Store.append_runs, inside the caller's transaction. Returns how
-    many payloads the appended erasure events erased (§3.5)."""
+    many payloads the appended erasure events erased (§3.5), and about how many bytes
+    of events it wrote (what the Checkpointer counts)."""
     if clubs or logs:  # new clubs and logs are few: one query for them all
         named = {*clubs, *(canonical.decode_log(d).club for d in logs.values())}
         check_not_blocked(db, list(named))
@@ -82,7 +83,7 @@ def append_runs(
     if logs:
         db.executemany("INSERT OR IGNORE INTO log (id, descriptor) VALUES (?, ?)", logs.items())
     if not runs:
-        return 0
+        return 0, 0
     state = _append_state(db, runs)  # log id -> [log number, club, head], kept as we go
     rows: list[tuple[int, bytes, bytes | None]] = []  # short runs
     statements = []  # long runs, one INSERT_RUN each
@@ -110,29 +111,26 @@ def append_runs(
                 if signed[_KIND_LOW] == _ERASURE_KIND
             ]
         if len(run) >= RUN_STATEMENT_EVENTS:
-            statements.append(run_parameters(first, run))
+            statements.append(run_statement(first, run))
         else:
             keys = range(first, first + len(run))
             rows.extend(zip(keys, run.signed, run.payloads, strict=True))
         at[2] = head
+    written = 0
     if rows:
         db.executemany("INSERT INTO event (k, signed, payload) VALUES (?, ?, ?)", rows)
-    for parameters in statements:
-        db.execute(INSERT_RUN, parameters)
+        written += sum(len(signed) + len(payload or b"") for _, signed, payload in rows)
+    for statement, parameters in statements:
+        db.execute(statement, parameters)
+        written += len(parameters["signed"]) + len(parameters["payloads"])  # joined: O(1)
     db.executemany(
         "UPDATE log SET head_seq = ?, head_id = ? WHERE n = ?",
         [(head.seq, head.id, n) for n, _, head in state.values()],
     )
     if missing:
         db.executemany("INSERT OR IGNORE INTO payload_missing (k) VALUES (?)", missing)
-    return sum(apply_erasure(db, n, log, seq, payload) for n, log, seq, payload in erasures)
-
-
-def size_of(runs: Sequence[VerifiedRun]) -> int:
-    """About the bytes `append_runs` writes for `runs` (headers and payloads)."""
-    events = sum(map(len, runs))
-    payload_bytes = sum(sum(map(len, filter(None, run.payloads))) for run in runs)
-    return events * canonical.SIGNED_HEADER_BYTES + payload_bytes
+    erased = sum(apply_erasure(db, n, log, seq, payload) for n, log, seq, payload in erasures)
+    return erased, written
 
 
 def _held_id(db: Connection, n: int, seq: int) -> bytes | None:
