@@ -154,9 +154,8 @@ async def _round(
         result.behind = session.behind(session.local)
         if on_behind is not None:
             on_behind(result.behind)
-        while want is not None:
+        if want is not None:
             await _take(rt, transport, session, want, result, advance)
-            want = session.next_want()
         if frontier.logs is not None:
             await note_own_heads(rt, peer, claims)
             # Our heads now, not at the round's start: a post made during a long-poll
@@ -184,30 +183,18 @@ async def _take(
     result: RoundResult,
     advance: Advance | None,
 ) -> None:
-    """Ask for `want` and store what arrives; what verified is kept, even when the
-    round then fails (protocol.md §6.3)."""
+    """Ask for `want`, and for the round's next wants after it, and store what arrives;
+    what verified is kept, even when the round then fails (protocol.md §6.3). One
+    Ingest takes every answer of the round: the commits of one answer go on while the
+    next is asked for and verified, so neither the verifier nor the peer waits for
+    them at an answer's end; they are all made durable when the round's answers end."""
     ingest: Ingest | None = None
     try:
-        async with (
-            open_ingest(rt.store, dict(rt.genesis), rt.clock, quota=rt.quota()) as ingest,
-            contextlib.aclosing(transport.events(want)) as stream,
-        ):
-            async for arrived in stream:
-                message = session.on_message(arrived)
-                if isinstance(message, ClubInfo):
-                    ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
-                elif isinstance(message, LogInfo):
-                    await ingest.log(message.id, message.descriptor)
-                elif isinstance(message, Batch):
-                    taken, error = await ingest.run(message.log, message.events)
-                    if advance is not None:
-                        advance(taken)
-                    if error is not None:
-                        await _evidence(rt, transport.peer, ingest, message, taken, error)
-                        raise error
-                elif isinstance(message, Done):
-                    break  # read no further: anything after done is not ours to take
-            session.end_of_stream()
+        async with open_ingest(rt.store, dict(rt.genesis), rt.clock, quota=rt.quota()) as ingest:
+            next_want: Want | None = want
+            while next_want is not None:
+                await _answer(session, ingest, transport, next_want, rt, advance)
+                next_want = session.next_want()
     finally:
         if ingest is not None:
             result.added += ingest.added
@@ -219,6 +206,35 @@ async def _take(
                 # A payload filled in, or events held apart, is no append: rosters fold
                 # again (§5.4).
                 await rt.refresh(appended_only=not (ingest.filled or ingest.held_apart))
+
+
+async def _answer(
+    session: Session,
+    ingest: Ingest,
+    transport: PeerTransport,
+    want: Want,
+    rt: Runtime,
+    advance: Advance | None,
+) -> None:
+    """One events answer, taken into the round's Ingest."""
+    ingest.next_answer()
+    async with contextlib.aclosing(transport.events(want)) as stream:
+        async for arrived in stream:
+            message = session.on_message(arrived)
+            if isinstance(message, ClubInfo):
+                ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
+            elif isinstance(message, LogInfo):
+                await ingest.log(message.id, message.descriptor)
+            elif isinstance(message, Batch):
+                taken, error = await ingest.run(message.log, message.events)
+                if advance is not None:
+                    advance(taken)
+                if error is not None:
+                    await _evidence(rt, transport.peer, ingest, message, taken, error)
+                    raise error
+            elif isinstance(message, Done):
+                break  # read no further: anything after done is not ours to take
+        session.end_of_stream()
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:
