@@ -516,7 +516,9 @@ class Ingest:
                 log=log,
                 seq=seq,
             )
-        if await self.store.fill_payload(log, seq, payload):
+        # Made durable with the round's commits, at `aclose` (§6.3): one fsync, not one
+        # a payload.
+        if await self.store.fill_payload(log, seq, payload, durable=False):
             self.filled += 1
         return None
 

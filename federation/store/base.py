@@ -180,10 +180,14 @@ class LogStore(Protocol):
         shaped: a crash can never leave erased text in a projection."""
         ...
 
-    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+    async def fill_payload(
+        self, log: bytes, seq: int, payload: bytes, *, durable: bool = True
+    ) -> bool:
         """Store the missing payload of the event at (log, seq), already checked
         against its header; if it is an erasure, apply it. False (nothing changes)
-        unless that payload is missing here: held, or erased by origin or here."""
+        unless that payload is missing here: held, or erased by origin or here.
+        `durable` as in `append_runs` (a sync's fills are made durable with its
+        commits)."""
         ...
 
     async def missing_payloads(self) -> dict[bytes, int]:

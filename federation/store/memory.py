@@ -152,7 +152,9 @@ class MemoryStore:
         self._positions.pop(log, None)
         return 1
 
-    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+    async def fill_payload(
+        self, log: bytes, seq: int, payload: bytes, *, durable: bool = True
+    ) -> bool:
         self._check_open()
         if (log, seq) not in self._missing:
             return False

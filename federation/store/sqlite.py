@@ -336,11 +336,13 @@ class SqliteStore(SideTables):
             await self._wipe_wal()
         return bool(keys)
 
-    async def fill_payload(self, log: bytes, seq: int, payload: bytes) -> bool:
+    async def fill_payload(
+        self, log: bytes, seq: int, payload: bytes, *, durable: bool = True
+    ) -> bool:
         n = await self._log_number(log)
         if n is None or not 1 <= seq <= MAX_SEQ:
             return False
-        erased = await self._write_whole(write.fill_payload, n, log, seq, payload)
+        erased = await self._write_whole(write.fill_payload, n, log, seq, payload, durable=durable)
         if erased:
             await self._wipe_wal()
         return erased is not None

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from federation.core.events import VerifiedEvent, verify_run
 from federation.store.sqlite import SqliteStore
-from tests.conftest import Club
+from tests.conftest import Club, run_of
 from tests.store.test_contract import add_club, all_events
 from tests.store.test_whole_writes import FULL, _more, _synchronous
 from tests.store.test_whole_writes import store as store  # the fixture
@@ -106,3 +107,29 @@ async def test_commits_without_fsync_are_made_durable_together(
     await store.make_durable()
     assert synced == [wal]
     assert [e.header.seq for e in await all_events(store, club.log())] == list(range(1, 7))
+
+
+async def test_a_payload_filled_without_fsync_is_made_durable_with_the_rest(
+    store: SqliteStore, club: Club, synced: list[str]
+) -> None:
+    """A sync fills missing payloads with durable=False (node/ingest.py): no fsync
+    each, and `make_durable` syncs them with the round's commits."""
+    await add_club(store, club)
+    events = club.chain(3)
+    payload = events[1].payload
+    assert payload is not None
+    gone = [
+        e if i != 1 else VerifiedEvent(e.id, e.header, e.signed, None) for i, e in enumerate(events)
+    ]
+    run, error = verify_run(club.log(), None, run_of(gone), club.authorized)
+    assert error is None
+    await store.append_runs([run])
+    assert await store.missing_payloads() == {club.log(): 2}
+    synced.clear()
+    assert await store.fill_payload(club.log(), 2, payload, durable=False)
+    assert synced == []  # positive control below: the spy sees make_durable's fsync
+    assert await _synchronous(store) == FULL
+    await store.make_durable()
+    assert synced == [str(store.path) + "-wal"]
+    assert await store.missing_payloads() == {}
+    assert (await all_events(store, club.log()))[1].payload == payload
