@@ -3,7 +3,9 @@
 `rotate` hands the club over to a new key, signed by the key in force; it also carries
 on every frozen own log (a fork), cut just below its fork. `revoke` is for a seized
 key: signed by the club's recovery key, from its words or k of its shares, typed in
-here and never stored. `status` shows the key in use and the club's key events.
+here and never stored; a revocation the club already made is refused, not made twice,
+unless `--again` says the key it put in was seized too. `status` shows the key in use
+and the club's key events.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="revoke from this time on (RFC 3339, e.g. 2026-12-01T18:00+00:00): each "
         "log keeps its events made before it; default: this node's heads",
+    )
+    revoke.add_argument(
+        "--again",
+        action="store_true",
+        help="the key the club's last revocation put in was seized too: revoke it as "
+        "well (without it, a revocation the club already made is refused)",
     )
 
 
@@ -144,12 +152,12 @@ async def cmd_key(args: argparse.Namespace) -> Output:
             return _finished(finished)  # the same command again: done, not done twice
         if key is not None:  # refused before the lock is taken: nothing written
             recovery.check_recovery(key, node.genesis[node.club])
-            node_keys.check_revoke(node, key, before_us=before)
+            await node_keys.check_revoke(node, key, before_us=before, again=args.again)
         # A running node would go on signing with the key it unlocked (§2.2): refused.
         with lock.hold_stopped(root, command):
             if key is None:
                 return _result(await node_keys.rotate(node))
-            return _result(await node_keys.revoke(node, key, before_us=before))
+            return _result(await node_keys.revoke(node, key, before_us=before, again=args.again))
 
 
 async def _status(node: Node) -> Output:

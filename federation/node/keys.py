@@ -14,6 +14,7 @@ from federation.core import crypto
 from federation.core.canonical import Audience, Kind, sha256
 from federation.core.events import Head, sign_event
 from federation.core.evidence import MAX_CARRIED_KEY_EVENTS
+from federation.core.ids import short
 from federation.core.keys import (
     CUT_ENTRY_BYTES,
     KEY_LOG_NAME,
@@ -26,7 +27,7 @@ from federation.core.keys import (
 )
 from federation.core.payloads import make_payload
 from federation.errors import UsageError
-from federation.node.keylog import apply_windows
+from federation.node.keylog import apply_windows, signing_key_of
 from federation.node.node import REPLACED_BY_REVOCATION, Node
 from federation.node.system import random_bytes
 from federation.store.base import PAGE_EVENTS
@@ -102,7 +103,13 @@ def _key_payload(action: str, new: bytes, old: bytes, n: int, marks: list[CutMar
 
 async def rotate(node: Node) -> KeyChangeResult:
     """Hand the club over to a new signing key, signed by the key in force; every
-    frozen own log is cut below its fork and carried on (protocol.md §2.2)."""
+    frozen own log is cut below its fork and carried on (protocol.md §2.2).
+
+    Run again after one that finished, it rotates again, as asked: unlike a second
+    revocation this voids nothing. It is signed by the key in force and cut at our
+    heads, so every event that key signed stays in its window on every peer, and the
+    key it replaces never left this node. Its only cost is one of the key events a
+    club may make (`MAX_CARRIED_KEY_EVENTS`), and a routine rotation must not need a flag."""
     old = node.unlock()
     history = node.keys.history(node.club)
     assert history is not None
@@ -119,39 +126,46 @@ async def rotate(node: Node) -> KeyChangeResult:
 
 
 async def revoke(
-    node: Node, recovery: crypto.SigningKey, *, before_us: int | None = None
+    node: Node,
+    recovery: crypto.SigningKey,
+    *,
+    before_us: int | None = None,
+    again: bool = False,
 ) -> KeyChangeResult:
     """Revoke the key in this node's key file with the club's recovery key, from its
     own heads or from `before_us`, and continue under a new key (protocol.md §2.2).
     The revocation takes the keys-log seq right after the event that introduced the
-    revoked key: whatever the seizer added to the keys log after it is replaced."""
-    steps, result = await revocation_steps(node, recovery, before_us=before_us)
+    revoked key: whatever the seizer added to the keys log after it is replaced.
+    `again`: the key a revocation put in was seized too (`revocation_target`)."""
+    steps, result = await revocation_steps(node, recovery, before_us=before_us, again=again)
     for step in steps:
         await step.run()
     return result
 
 
 async def revocation_steps(
-    node: Node, recovery: crypto.SigningKey, *, before_us: int | None = None
+    node: Node,
+    recovery: crypto.SigningKey,
+    *,
+    before_us: int | None = None,
+    again: bool = False,
 ) -> tuple[list[Step], KeyChangeResult]:
     """`revoke`'s writes, not yet made (`key_change_steps`)."""
-    check_revoke(node, recovery, before_us=before_us)
-    seized = node.key_in_file()  # in force or not: a seizer may have rotated it away
+    j = await check_revoke(node, recovery, before_us=before_us, again=again)
     history = node.keys.history(node.club)
     assert history is not None
-    j = history.epoch_of(seized.public)
-    if j is None:
-        raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
     marks, dropped = await own_cut(node, before_us=before_us)
     base = KeyHistory(history.genesis, history.epochs[: j + 1])
     return await key_change_steps(
-        node, "revoke", recovery, base, marks, dropped, revoked=seized.public
+        node, "revoke", recovery, base, marks, dropped, revoked=history.epochs[j].key
     )
 
 
-def check_revoke(node: Node, recovery: crypto.SigningKey, *, before_us: int | None) -> None:
+async def check_revoke(
+    node: Node, recovery: crypto.SigningKey, *, before_us: int | None, again: bool = False
+) -> int:
     """Refuse a revocation that `revoke` would refuse, reading only (the CLI asks this
-    before it takes the run lock)."""
+    before it takes the run lock). Returns the epoch it ends (`revocation_target`)."""
     genesis = node.genesis[node.club]
     if genesis.recovery == bytes(32):
         raise UsageError("this club was made without a recovery key: it cannot revoke its key")
@@ -169,12 +183,83 @@ def check_revoke(node: Node, recovery: crypto.SigningKey, *, before_us: int | No
     if before_us is not None and before_us < genesis.time_us:
         # A point before the club existed would put every event it ever signed outside
         # the window, for good, on every peer: a mistyped year, never a seizure.
-        when = dt.datetime.fromtimestamp(before_us / 1e6, dt.UTC).isoformat("T", "seconds")
-        made = dt.datetime.fromtimestamp(genesis.time_us / 1e6, dt.UTC).isoformat("T", "seconds")
         raise UsageError(
-            f"--before {when} is before the club was created ({made}): give a time after "
-            "it, or leave --before out to revoke from this node's heads; nothing was changed"
+            f"--before {_when(before_us)} is before the club was created "
+            f"({_when(genesis.time_us)}): give a time after it, or leave --before out to "
+            "revoke from this node's heads; nothing was changed"
         )
+    history = node.keys.history(node.club)
+    assert history is not None
+    j = await revocation_target(node, history, again=again)
+    epoch = history.epochs[j]
+    if before_us is not None and j > 0 and before_us < epoch.time_us:
+        # The key signed nothing before its key event: a point before it would void the
+        # events of the keys before it (a later, lower cut ends their windows, §2.2).
+        raise UsageError(
+            f"--before {_when(before_us)} is before key {short(epoch.key)} was put in "
+            f"({_when(epoch.time_us)}, seq {epoch.n} of the club's keys log): give a time "
+            "after it, or leave --before out to revoke from this node's heads; nothing "
+            "was changed"
+        )
+    return j
+
+
+async def revocation_target(node: Node, history: KeyHistory, *, again: bool) -> int:
+    """The epoch a revocation ends: that of the key in this node's key file, in force
+    or not (a seizer may have rotated it away, §2.2).
+
+    A revocation the club already made is never made twice by mistake: its recovery
+    secret is not on the node, so a key event after the key file's epoch that is a
+    revocation is the club's own. Revoking that key again would put a second
+    revocation at the same keys-log seq (a fork of the keys log, §2.2); revoking the
+    key a revocation put in would kill the club's fresh key on every peer. Both are
+    what rerunning a `key revoke` that finished (or that another command finished,
+    `Node.open`) would do, so both are refused unless `again` says the fresh key was
+    seized too; then the revocation ends the epoch the club's last revocation began."""
+    held = node.key_in_file()  # in force or not: a seizer may have rotated it away
+    j = history.epoch_of(held.public)
+    if j is None:
+        raise UsageError("this node's key is not one of the club's keys; nothing to revoke")
+    last = len(history.epochs) - 1
+    if j < last and history.epochs[j + 1].action == "revoke":
+        revocation = history.epochs[j + 1]
+        while j < last and history.epochs[j + 1].action == "revoke":
+            j += 1
+        if not again:
+            raise UsageError(
+                f"key {short(held.public)} in this node's key file was already revoked at "
+                f"{_when(revocation.time_us)} (seq {revocation.n} of the club's keys log, "
+                f"new key {short(revocation.key)}); revoking it twice would fork the keys "
+                f"log: nothing was changed. If key {short(history.epochs[j].key)} was "
+                "seized too, run `federation key revoke --again` to revoke it as well"
+            )
+        return j
+    epoch = history.epochs[j]
+    if again or j < last or epoch.action != "revoke":
+        return j  # not put in by a revocation, or a key event since that we did not make
+    if await _signed_elsewhere(node, epoch.key):
+        return j  # a fork signed by it (§3.6): a copy of it signs elsewhere
+    raise UsageError(
+        f"the club's key was already revoked at {_when(epoch.time_us)} (seq {epoch.n} of "
+        f"its keys log, new key {short(epoch.key)}, in this node's key file): nothing was "
+        f"changed. If key {short(epoch.key)} was seized too, run `federation key revoke "
+        "--again` to revoke it as well"
+    )
+
+
+async def _signed_elsewhere(node: Node, key: bytes) -> bool:
+    """Evidence that `key` signs somewhere else too: a fork of one of the club's own
+    logs (two events at one seq, §3.6) with either branch signed by it. The events
+    this node signed with it are no such evidence: the node made them."""
+    return any(
+        key in (signing_key_of(fork.ours), signing_key_of(fork.theirs))
+        for fork in await node.store.forks()
+        if fork.club == node.club and not fork.resolved
+    )
+
+
+def _when(time_us: int) -> str:
+    return dt.datetime.fromtimestamp(time_us / 1e6, dt.UTC).isoformat("T", "seconds")
 
 
 @dataclass(frozen=True)
