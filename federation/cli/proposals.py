@@ -17,13 +17,13 @@ from pathlib import Path
 
 import msgspec
 
+from federation.cli import safety
 from federation.cli.names import SHORT_HEX, Labels, known_labels
 from federation.cli.output import Output, format_when, plural
 from federation.cli.table import Column, fit, table, terminal_width
 from federation.core.naming import full_id
 from federation.errors import FederationError, UsageError
 from federation.node import control, proposals
-from federation.node.keyfile import write_private
 from federation.node.node import Node
 from federation.views.agreement import MAX_RECORD_BYTES, check_record
 from federation.views.proposals import Outcome
@@ -260,12 +260,7 @@ def _check_new(path: str) -> None:
 def _write(path: Path, data: bytes) -> None:
     """A new file, 0600, like every file the node writes (export, backup): never over
     an existing one (`-o club.key` in the node directory would destroy the key)."""
-    try:
-        write_private(path, data)
-    except FileExistsError:
-        raise UsageError(_exists(str(path))) from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    safety.write_new_file(str(path), data, command="proposal export", option="-o")
 
 
 async def _on_node(node: Node, args: argparse.Namespace) -> Output:

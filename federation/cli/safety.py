@@ -18,14 +18,13 @@ from pathlib import Path
 
 from federation.cli.output import Output, escape_unsafe, progress, say
 from federation.errors import UsageError
-from federation.node import agefile, archive, backup, recovery
+from federation.node import agefile, archive, backup, leftover, recovery
 from federation.node.keyfile import (
     MIN_PASSPHRASE_CHARS,
     PASSPHRASE_ENV,
     open_key,
     read_key_file,
     read_passphrase_file,
-    write_private,
 )
 from federation.node.node import Node, NodePaths, load_config, prompt_passphrase
 from federation.node.system import random_bytes
@@ -119,12 +118,7 @@ def keep_sheet(sheet: str, out: str | None) -> list[str]:
         sys.stderr.write(sheet)
         sys.stderr.flush()
         return []
-    try:
-        write_private(Path(out), sheet.encode())
-    except FileExistsError:
-        raise UsageError(f"{out} already exists; choose another --recovery-out") from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror}") from None
+    write_new_file(out, sheet.encode(), command="federation", option="--recovery-out")
     return [
         f"the recovery secret is in {out}: move it off this machine (print it, or copy it "
         "to members) and delete it here; nothing on this node can revoke the club's key"
@@ -309,6 +303,7 @@ async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) ->
             "this export is encrypted (binary): give -o FILE, or --plain to write it unencrypted"
         )
     if to_file:
+        sweep_partials_beside(args.output)
         _check_new(args.output, "--output", "export")
     if hidden and not sealed:
         names = ", ".join(sorted({r.name for r in hidden}))
@@ -329,7 +324,7 @@ async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) ->
         )
         data = agefile.seal(data, passphrase=passphrase, recipients=recipients)
     if to_file:
-        _write_new(args.output, data, "--output")
+        leftover.write_new(Path(args.output), data, command="export", option="--output")
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -360,14 +355,23 @@ def _check_new(path: str, option: str, command: str) -> None:
         raise UsageError(f"cannot write {path}: No such file or directory")
 
 
-def _write_new(path: str, data: bytes, option: str) -> None:
-    """Create `path` 0600 with `data`; never over an existing file."""
-    try:
-        write_private(Path(path), data)
-    except FileExistsError:
-        raise UsageError(f"{path} appeared meanwhile; choose another {option}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+def sweep_partials_beside(output: str) -> None:
+    """Before writing a new file the user named: remove the partial files that
+    commands killed midway left beside it (node/leftover.py), and say so."""
+    for stale in leftover.sweep_partials(Path(os.path.abspath(output)).parent):
+        say(
+            f"federation: removed {stale}: a command writing a file there was interrupted "
+            "and left it (the file it was writing, cut short)",
+            file=sys.stderr,
+        )
+
+
+def write_new_file(path: str, data: bytes, *, command: str, option: str) -> None:
+    """A new file the user named (`proposal export -o`, `calendar --ics`,
+    `--recovery-out`): what killed writers left beside it removed first, then written
+    0600, whole or not at all, never over a file (node/leftover.py `write_new`)."""
+    sweep_partials_beside(path)
+    leftover.write_new(Path(path), data, command=command, option=option)
 
 
 def _read_input(file: str) -> bytes:
@@ -400,6 +404,7 @@ def cmd_backup(args: argparse.Namespace) -> Output:
             "(a copy of the store)",
             file=sys.stderr,
         )
+    sweep_partials_beside(args.output)
     _check_new(args.output, "-o", "backup")
     recipients = agefile.parse_recipients(args.to)
     # The node's passphrase opens its store and, without --to, seals the backup.

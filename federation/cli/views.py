@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 from pathlib import Path
 
 import msgspec
 
-from federation.cli import names
+from federation.cli import names, safety
 from federation.cli.output import Output, format_when, plural
 from federation.cli.table import Column, table, terminal_width
-from federation.errors import UsageError
 from federation.node import naming, projector
 from federation.node.node import Node
 from federation.views import calendar, projection
@@ -112,14 +110,8 @@ def _write_ics(
         if a.starts is not None
     ]
     data = feed_formats.calendar(entries, name=f"{title}: calendar", base="", now=now)
-    try:
-        # 0600, as every file the node writes: the actions may be the federation's only.
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(data)
-    except FileExistsError:
-        raise UsageError(f"{path} already exists; choose another --ics file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    # 0600, as every file the node writes: the actions may be the federation's only.
+    safety.write_new_file(str(path), data, command="calendar", option="--ics file")
 
 
 # --- campaigns ------------------------------------------------------------------------

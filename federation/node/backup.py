@@ -9,7 +9,9 @@ transaction (`SqliteStore.snapshot`), so it is consistent while `federation run`
 writes; it stays encrypted with the store's key (SQLCipher), and age is the layer
 that keeps the whole backup file unreadable without the passphrase (tests/seized/).
 A node's `recovery.key`, if it still has one, is left out: it belongs off the node
-(`federation recovery move-off`).
+(`federation recovery move-off`). The file is written whole or not at all, and what a
+backup killed midway left (its snapshot, its file cut short) is removed by the next
+(node/leftover.py).
 
 Restoring checks everything before it writes anything: age authenticates the whole
 file (a truncated or altered backup does not open), then every file's hash, the
@@ -28,14 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import io
 import os
 import re
 import shutil
 import ssl
-import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +45,7 @@ import msgspec
 
 from federation.core.config import CONFIG_FILE, parse_config
 from federation.errors import ConfigError, FederationError, KeyFileError, StoreError, UsageError
-from federation.node import audit
+from federation.node import audit, leftover
 from federation.node.keyfile import sync_directory, write_private
 from federation.node.node import Node, NodePaths
 from federation.node.system import Clock, random_bytes, system_clock
@@ -69,7 +69,6 @@ _NAME_MAX_BYTES = 100  # a ustar header's name field: `backup_bytes` writes no o
 # A restore stages beside its target, as `.TARGET.restoring-XXXXXXXX` (`restore`,
 # NodePaths.restore_staging).
 _STAGING_NAME = re.compile(r"\..+\.restoring-[0-9a-f]{8}")
-_STAGING_YOUNG_S = 60.0  # an empty staging directory younger than this may be just made
 # A backup snapshots the store in `.backup-XXXXXXXXXXXXXXXX/` in the node directory.
 _SNAPSHOT_PREFIX = ".backup-"
 _SNAPSHOT_NAME = re.compile(r"\.backup-[0-9a-f]{16}")
@@ -110,7 +109,7 @@ async def backup_bytes(node: Node, clock: Clock = system_clock) -> tuple[bytes, 
     # copy of the store, which would outlive an erasure) is known and removed by the
     # next (`sweep_snapshots`).
     work = paths.root / f"{_SNAPSHOT_PREFIX}{random_bytes(8).hex()}"
-    held = _locked_directory(work)
+    held = leftover.locked_directory(work)
     try:
         snapshot = work / "store.sqlite"
         await node.store.snapshot(snapshot)
@@ -161,19 +160,9 @@ def check_size(path: Path) -> None:
 
 
 def write_backup_file(path: Path, sealed: bytes) -> None:
-    """Write the sealed backup 0600, never over an existing file, whole or not at all."""
-    if path.exists():
-        raise UsageError(f"{path} already exists and backup never overwrites; choose another -o")
-    partial = path.with_name(f".{path.name}.partial-{random_bytes(4).hex()}")
-    try:
-        write_private(partial, sealed)
-        if path.exists():
-            raise UsageError(f"{path} appeared meanwhile; choose another -o")
-        os.rename(partial, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    """Write the sealed backup 0600, never over an existing file, whole or not at all
+    (through a locked partial file beside it: node/leftover.py `write_new`)."""
+    leftover.write_new(path, sealed, command="backup", option="-o")
 
 
 def read_backup(plain: bytes, what: str) -> tuple[Manifest, dict[str, bytes]]:
@@ -356,7 +345,7 @@ def restore(
     if not parent.is_dir():
         raise UsageError(f"{parent} does not exist; create it first")
     staging = parent / f"{NodePaths(target).restore_staging}{random_bytes(4).hex()}"
-    held = _locked_directory(staging)
+    held = leftover.locked_directory(staging)
     try:
         for name, data in files.items():
             write_private(staging / name, data)
@@ -376,27 +365,6 @@ def restore(
     return report
 
 
-def _locked_directory(path: Path) -> int:
-    """Make `path`, 0700, and lock it; the descriptor holds the lock until closed (or
-    the process ends, however it ends). Nothing is written in it before the lock, so
-    `_sweep` takes one that holds anything and is not locked for a leftover."""
-    try:
-        path.mkdir(mode=0o700)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write in {path.parent}: {exc.strerror}; check its owner and permissions"
-        ) from None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as exc:
-        path.rmdir()
-        raise UsageError(
-            f"cannot open {path}: {exc.strerror}; check its owner and permissions"
-        ) from None
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
 def sweep_staging(parent: Path) -> list[Path]:
     """Remove what restores killed midway left in `parent`, and name it.
 
@@ -404,46 +372,13 @@ def sweep_staging(parent: Path) -> list[Path]:
     into a 0700 staging directory beside its target, and renames it into place at the
     end; killed before that, the directory stays, and nothing else would tell the
     operator."""
-    return _sweep(parent, _STAGING_NAME)
+    return leftover.sweep(parent, _STAGING_NAME, directories=True)
 
 
 def sweep_snapshots(root: Path) -> list[Path]:
     """Remove the store snapshots backups killed midway left in the node directory
     `root` (`backup_bytes`), and name them."""
-    return _sweep(root, _SNAPSHOT_NAME)
-
-
-def _sweep(parent: Path, pattern: re.Pattern[str]) -> list[Path]:
-    """The directories of ours in `parent` named by `pattern` (our uid, a directory,
-    not a link) that nobody holds locked (`_locked_directory`): removed. An empty one
-    younger than a minute may be between its mkdir and its lock: left for next time."""
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:
-        return removed  # the directory's own error comes from the command itself
-    for entry in entries:
-        if not pattern.fullmatch(entry.name):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            young = system_clock() / 1e6 - st.st_mtime < _STAGING_YOUNG_S
-            if young and not os.listdir(fd):
-                continue
-            shutil.rmtree(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            continue  # locked: a command at work there; or it went meanwhile
-        finally:
-            os.close(fd)
-    return removed
+    return leftover.sweep(root, _SNAPSHOT_NAME, directories=True)
 
 
 def _check_tls(staging: Path, what: str) -> None:
