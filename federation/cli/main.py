@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine, Sequence
 
 from federation.cli.output import Output, escape_unsafe, say, write, write_error
 from federation.errors import FederationError, UsageError
+from federation.node import system
 
 # Not `from typing import TYPE_CHECKING`: the typing module is a short command's
 # start-up cost too (type checkers honour this spelling).
@@ -298,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every file the node writes (store, WAL, SHM, keys, config, exports, backups, the
     # control socket) is its owner's alone, whatever the shell's umask (DESIGN 21).
     os.umask(0o077)
+    # Nor is its memory (keys, decrypted payloads) ever written out as a core dump.
+    system.keep_memory_off_disk()
     argv = sys.argv[1:] if argv is None else argv
     # `run` catches Ctrl-C and SIGTERM from its first moment (cli/stop.py): a stop
     # while the modules still load ends as cleanly as one while it serves.
