@@ -87,6 +87,8 @@ HEADER_BYTES = _HEADER.size  # 199
 PREV_OFFSET = struct.calcsize(">16sB32s32sQ")  # 89
 # Where `kind` starts (2 bytes): the store finds erasure events in a run by it.
 KIND_OFFSET = struct.calcsize(">16sB32s32sQ32sq")  # 129
+# Where `payload_size` starts (4 bytes, big-endian): the store finds empty payloads by it.
+PAYLOAD_SIZE_OFFSET = struct.calcsize(">16sB32s32sQ32sqH32s")  # 163
 SIGNATURE_BYTES = 64
 SIGNED_HEADER_BYTES = HEADER_BYTES + SIGNATURE_BYTES  # 263
 

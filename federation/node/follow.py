@@ -41,7 +41,9 @@ from federation.store.meta import (
     restored_logs,
     write_restore_guard,
 )
+from federation.sync import quota as quotas
 from federation.sync.messages import Batch, ClubInfo, Done, LogHead, LogInfo, Want
+from federation.sync.quota import Refusal
 from federation.sync.session import Session, State, own_logs_behind
 
 # A long-poll asks the peer to hold the frontier request this long when nothing
@@ -76,6 +78,7 @@ class RoundResult(msgspec.Struct):
     complete: bool = False
     digest: bytes | None = None
     warnings: list[str] = msgspec.field(default_factory=list)
+    refused: dict[bytes, Refusal] = msgspec.field(default_factory=dict)  # log -> why
     # A key event taken this round moved events out of their logs (protocol.md §2.2):
     # the wants were computed from heads since lowered, so the next round asks again
     # with a full frontier rather than "unchanged".
@@ -154,8 +157,9 @@ async def _round(
         result.behind = session.behind(session.local)
         if on_behind is not None:
             on_behind(result.behind)
-        if want is not None:
+        while want is not None:
             await _take(rt, transport, session, want, result, advance)
+            want = session.next_want()
         if frontier.logs is not None:
             await note_own_heads(rt, peer, claims)
             # Our heads now, not at the round's start: a post made during a long-poll
@@ -164,7 +168,9 @@ async def _round(
             await delivery.note_frontier(
                 rt.store, peer, accepts=accepts, heads=shown, ours=now, now_us=rt.clock()
             )
-        session.stored(rt.all_heads())
+        # What this pass froze or refused for good, the next pass of a `more` answer
+        # does not ask for again (§6.4).
+        session.stored(rt.all_heads(), rt.frozen_logs() | rt.refused)
     result.behind = session.behind(session.local)
     result.complete = session.complete
     return result
@@ -183,58 +189,44 @@ async def _take(
     result: RoundResult,
     advance: Advance | None,
 ) -> None:
-    """Ask for `want`, and for the round's next wants after it, and store what arrives;
-    what verified is kept, even when the round then fails (protocol.md §6.3). One
-    Ingest takes every answer of the round: the commits of one answer go on while the
-    next is asked for and verified, so neither the verifier nor the peer waits for
-    them at an answer's end; they are all made durable when the round's answers end."""
+    """Ask for `want` and store what arrives; what verified is kept, even when the
+    round then fails (protocol.md §6.3)."""
     ingest: Ingest | None = None
     try:
-        async with open_ingest(rt.store, dict(rt.genesis), rt.clock, quota=rt.quota()) as ingest:
-            next_want: Want | None = want
-            while next_want is not None:
-                await _answer(session, ingest, transport, next_want, rt, advance)
-                next_want = session.next_want()
+        async with (
+            open_ingest(rt.store, dict(rt.genesis), rt.clock, quota=rt.quota()) as ingest,
+            contextlib.aclosing(transport.events(want)) as stream,
+        ):
+            async for arrived in stream:
+                message = session.on_message(arrived)
+                if isinstance(message, ClubInfo):
+                    ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
+                elif isinstance(message, LogInfo):
+                    await ingest.log(message.id, message.descriptor)
+                elif isinstance(message, Batch):
+                    taken, error = await ingest.run(message.log, message.events)
+                    if advance is not None:
+                        advance(taken)
+                    if error is not None:
+                        await _evidence(rt, transport.peer, ingest, message, taken, error)
+                        raise error
+                elif isinstance(message, Done):
+                    break  # read no further: anything after done is not ours to take
+            session.end_of_stream()
     finally:
         if ingest is not None:
             result.added += ingest.added
             result.already += ingest.already
             result.forks += len(ingest.forks)
-            result.warnings += ingest.warnings()  # refused over a quota (§6.4)
+            # Refused over a quota (§6.4): one line a reason for the whole round, however
+            # many `more` passes asked.
+            result.refused.update(ingest.refused)
+            result.warnings = quotas.warnings(result.refused)
             result.held_apart += ingest.held_apart
             if ingest.added or ingest.forks or ingest.filled or ingest.held_apart:
                 # A payload filled in, or events held apart, is no append: rosters fold
                 # again (§5.4).
                 await rt.refresh(appended_only=not (ingest.filled or ingest.held_apart))
-
-
-async def _answer(
-    session: Session,
-    ingest: Ingest,
-    transport: PeerTransport,
-    want: Want,
-    rt: Runtime,
-    advance: Advance | None,
-) -> None:
-    """One events answer, taken into the round's Ingest."""
-    ingest.next_answer()
-    async with contextlib.aclosing(transport.events(want)) as stream:
-        async for arrived in stream:
-            message = session.on_message(arrived)
-            if isinstance(message, ClubInfo):
-                ingest.offer_club(message.id, message.genesis, limit=len(want.logs))
-            elif isinstance(message, LogInfo):
-                await ingest.log(message.id, message.descriptor)
-            elif isinstance(message, Batch):
-                taken, error = await ingest.run(message.log, message.events)
-                if advance is not None:
-                    advance(taken)
-                if error is not None:
-                    await _evidence(rt, transport.peer, ingest, message, taken, error)
-                    raise error
-            elif isinstance(message, Done):
-                break  # read no further: anything after done is not ours to take
-        session.end_of_stream()
 
 
 async def note_own_heads(rt: Runtime, peer: PeerRecord, heads: list[LogHead]) -> None:

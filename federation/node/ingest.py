@@ -112,17 +112,6 @@ class Ingest:
             await self.store.put_club(club, genesis)
             self.genesis[club] = g
 
-    def next_answer(self) -> None:
-        """A round's next events answer begins (one Ingest takes them all, so that the
-        commits of one go on while the next arrives). What a peer offered stands for
-        its answer only, as each answer's quota does (§6.4): what the last one took
-        counts as held."""
-        self._offered.clear()
-        self._candidates.clear()
-        self._unstored.clear()
-        if self.quota is not None:
-            self.quota = self.quota.next_answer()
-
     def offer_club(self, club: bytes, genesis: bytes, *, limit: int) -> None:
         """A peer's club record: kept aside, and stored only once a log we asked for
         names that club, so a peer cannot fill our store with clubs nobody uses."""

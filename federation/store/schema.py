@@ -114,6 +114,18 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE fork ADD COLUMN resolved INTEGER NOT NULL DEFAULT 0;
     """,
+    # 8: empty payloads put back. INSERT_RUN cut a run of 32 events or more whose
+    # payloads were all empty out of an empty blob, and SQLite's substr of an empty
+    # blob is NULL, not an empty blob: those events read as payload-less, neither
+    # missing nor erased, and were served so. An empty payload is one whose header
+    # says size 0 and that no erasure or missing mark explains.
+    f"""
+    UPDATE event SET payload = x''
+        WHERE payload IS NULL
+        AND substr(signed, {canonical.PAYLOAD_SIZE_OFFSET + 1}, 4) = x'00000000'
+        AND k NOT IN (SELECT k FROM payload_missing)
+        AND k NOT IN (SELECT k FROM payload_erased);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -166,6 +178,8 @@ def run_statement(first: int, run: VerifiedRun) -> tuple[str, dict[str, Any]]:
     return statement, {
         "first": first,
         "signed": b"".join(run.signed),
-        "payloads": b"".join(filter(None, run.payloads)),
+        # Never an empty blob: SQLite's substr of one is NULL, where an empty payload
+        # must come out as an empty blob (migration 8). No place points at the pad.
+        "payloads": b"".join(filter(None, run.payloads)) or b"\0",
         "places": places,
     }

@@ -86,22 +86,6 @@ class Quota:
     new_clubs: set[bytes] = field(default_factory=set)
     new_logs: dict[bytes, int] = field(default_factory=dict)  # club -> logs taken now
 
-    def next_answer(self) -> Quota:
-        """The quota of the round's next answer: what this one took counts as held."""
-        logs_of = dict(self.logs_of)
-        for club, taken in self.new_logs.items():
-            logs_of[club] = logs_of.get(club, 0) + taken
-        return Quota(
-            clubs=self.clubs + len(self.new_clubs),
-            logs=self.logs + sum(self.new_logs.values()),
-            logs_of=logs_of,
-            own=self.own,
-            peers=self.peers,
-            blocked=self.blocked,
-            limits=self.limits,
-            lasting=self.lasting,
-        )
-
     def refuse_club(self, club: bytes) -> Refusal | None:
         """A club record offered by a peer: refused only if the club is blocked."""
         if club in self.blocked:

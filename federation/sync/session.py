@@ -88,9 +88,11 @@ class EndOfStream:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The shell stored what arrived; `heads` is every log it now holds."""
+    """The shell stored what arrived; `heads` is every log it now holds, `frozen` the
+    logs it now takes nothing more of (forked, or refused for good over a quota)."""
 
     heads: Heads
+    frozen: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,9 @@ class Session:
         # A frozen log is skipped, hidden or not: the peer learns only that we take no
         # more of a log it listed, never our head of it.
         self._frozen = frozenset(frozen)
+        # Logs frozen or refused for good since the round began (`stored`): a `more`
+        # pass does not ask for them again, but they still count as not held.
+        self._stopped: frozenset[bytes] = frozenset()
         self.known = known
         self.wait_s = wait_s
         self.frontier: Frontier | None = None
@@ -193,9 +198,11 @@ class Session:
         self._step(AskWant())
         return self.want
 
-    def stored(self, heads: Heads) -> None:
-        """After the frontier, and after a stream once stored: the heads we now hold."""
-        self._step(Stored(heads))
+    def stored(self, heads: Heads, frozen: Collection[bytes] = ()) -> None:
+        """After the frontier, and after a stream once stored: the heads we now hold,
+        and the logs we now take nothing more of (a `more` answer's next pass does not
+        ask for them again, §6.4)."""
+        self._step(Stored(heads, frozenset(frozen)))
 
     @property
     def complete(self) -> bool:
@@ -264,6 +271,9 @@ class Session:
             if entry.log in self._frozen:
                 # Asking would fail every round, and with it every log after this one
                 # in the stream: a fork freezes its log, not the sync (protocol.md §3.6).
+                continue
+            if entry.log in self._stopped:
+                self.target[entry.log] = entry.seq  # behind on it, and taking no more
                 continue
             if ours is None:
                 self.target[entry.log] = entry.seq
@@ -399,6 +409,7 @@ class Session:
         if self._wants:
             raise LocalProtocolError("stored before the round's last want was answered")
         heads = self._view(stored.heads)
+        self._stopped |= stored.frozen - self._frozen
         if self.more:
             if heads == self.local:
                 # An honest peer says `more` only after a full answer; one that says it

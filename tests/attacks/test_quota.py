@@ -233,27 +233,3 @@ def test_our_own_club_and_a_blocked_club() -> None:
     assert quota.check(b"n" * 32, blocked, new_club=True) is not None
     assert quota.lasting == {b"n" * 32}
     assert quota.check(b"p" * 32, other, new_club=True) is None
-
-
-def test_each_answer_of_a_round_has_its_own_quota_and_what_it_took_is_held() -> None:
-    """A round's answers are taken by one Ingest (node/follow.py); each answer may still
-    add its own MAX_NEW_*_PER_ROUND, and what the answers before it took counts toward
-    the per-club and total quotas as held."""
-    own, club, other = b"o" * 32, b"c" * 32, b"x" * 32
-    limits = Limits(
-        logs_per_club=3, clubs_held=99, logs_held=99, new_clubs_per_round=1, new_logs_per_round=2
-    )
-    first = Quota(clubs=0, logs=0, logs_of={}, own=own, limits=limits)
-    assert first.take(b"1" * 32, club, new_club=True) is None
-    assert first.take(b"2" * 32, club, new_club=False) is None
-    over = first.take(b"3" * 32, other, new_club=True)
-    assert over is not None
-    assert not over.lasting
-    second = first.next_answer()
-    assert (second.clubs, second.logs, dict(second.logs_of)) == (1, 2, {club: 2})
-    assert second.take(b"3" * 32, other, new_club=True) is None  # a new answer's room
-    assert second.take(b"4" * 32, club, new_club=False) is None  # the club's third
-    refusal = second.take(b"5" * 32, club, new_club=False)
-    assert refusal is not None
-    assert refusal.lasting
-    assert second.lasting is first.lasting  # lasting refusals go on into the round's set

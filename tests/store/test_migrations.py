@@ -60,3 +60,26 @@ async def test_schema_3_store_upgrades_and_keeps_its_events(tmp_path: Path, club
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         columns = [row[1] for row in db.execute("PRAGMA table_info(event)")]
         assert columns == ["k", "signed", "payload"]
+
+
+async def test_empty_payloads_a_long_run_lost_are_put_back(tmp_path: Path, club: Club) -> None:
+    """Schema 8: a run of 32 events or more whose payloads were all empty was stored
+    with NULL payloads (SQLite's substr of an empty blob), read as neither missing nor
+    erased. The upgrade puts them back as empty blobs, and leaves an erased one erased."""
+    path = tmp_path / "store.sqlite"
+    events = club.chain(40, payloads=[b""] * 40)
+    async with await SqliteStore.open(path, create=True) as store:
+        await store.put_club(club.id, club.genesis)
+        await store.put_log(club.log(), club.descriptors["federation"])
+        await store.append(events)
+        assert await store.erase(events[7].id)
+    # What the old INSERT_RUN left: every empty payload NULL, at schema 7.
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("UPDATE event SET payload = NULL WHERE payload = x''")
+        db.execute("PRAGMA user_version = 7")
+        assert db.execute("SELECT count(*) FROM event WHERE payload IS NULL").fetchone() == (40,)
+    async with await SqliteStore.open(path) as store:
+        held = await store.events(club.log())
+        assert [e.payload for e in held] == [None if i == 7 else b"" for i in range(40)]
+        assert [e.erased for e in held] == [i == 7 for i in range(40)]
+        assert await store.missing_payloads() == {}
