@@ -15,7 +15,7 @@ from pathlib import Path
 import pyrage
 
 from federation.errors import KeyFileError, UsageError
-from federation.node.keyfile import wrong_passphrase
+from federation.node.keyfile import PASSPHRASE_ENV
 
 MAGIC = b"age-encryption.org/v1\n"
 
@@ -91,7 +91,15 @@ def open_sealed(
         # The library's text may run over lines (a hint to upgrade): its first line only.
         reason = (str(exc).strip().splitlines() or ["unknown error"])[0].strip()
         if reason == "Decryption failed" and passphrase is not None:
-            raise KeyFileError(wrong_passphrase(what, passphrase)) from None
+            # The passphrase tried may be this node's own, read from its environment or
+            # passphrase file without asking: "try again" would read the same one. A
+            # file another node made is sealed with that node's passphrase.
+            raise KeyFileError(
+                f"wrong passphrase for {what}: it was sealed with another one (a file made "
+                f"on another node is sealed with that node's); set {PASSPHRASE_ENV} to the "
+                "passphrase it was sealed with, or have it sealed --to your age key and "
+                "give --identity FILE"
+            ) from None
         if reason == "No matching keys found":
             raise KeyFileError(
                 f"{what} was not encrypted to "

@@ -479,3 +479,31 @@ def test_init_refuses_a_directory_that_holds_other_files(
     for node in (tmp_path / "empty", tmp_path / "new"):
         ok(cli(capsys, node, "init", "--name", CLUB_MARKER, "--plain-http"))
         assert node.stat().st_mode & 0o777 == 0o700
+
+
+def test_another_clubs_sealed_export_says_how_to_open_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a new user: importing another club's export, sealed with that club's
+    passphrase, into a node whose passphrase comes from its file said "wrong passphrase
+    ...; try again", and trying again read the same file."""
+    sender = new_club(capsys, tmp_path / "sender")
+    export = tmp_path / "sender.export"
+    ok(cli(capsys, sender, "post", "note", "--text", "for the other club"))
+    ok(cli(capsys, sender, "export", "-o", str(export)))
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    secret = tmp_path / "passphrase"
+    secret.write_text("the other club's own passphrase\n")
+    secret.chmod(0o600)
+    other = new_club(capsys, tmp_path / "other", "--passphrase-file", str(secret))
+    before = tree(other)
+    line = refused(
+        cli(capsys, other, "import", str(export)),
+        1,
+        f"wrong passphrase for {export}",
+        "sealed with another one",
+        PASSPHRASE_ENV,
+        "--identity FILE",
+    )
+    assert "try again" not in line
+    assert tree(other) == before
