@@ -39,7 +39,9 @@ def _environment() -> Iterator[None]:
 
 def _cores_allowed() -> None:
     """In the child, before it runs: the core size limit as high as this user may
-    set it (a shell's `ulimit -c unlimited`)."""
+    set it (a shell's `ulimit -c unlimited`), and SIGQUIT's default action back (a
+    suite started in the background inherits SIGQUIT ignored, as it does SIGINT)."""
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
