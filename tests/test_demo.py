@@ -15,6 +15,8 @@ import os
 import random
 import re
 import socket
+import stat
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,15 +441,39 @@ def test_a_seized_key_is_revoked_and_every_peer_follows_the_new_one(run: DemoRun
     takes the club's next post under its new key."""
     assert run.code == 0, run.err
     node = demo.shown_path(run.root)
-    restored = f"{node}/northside-new"
+    restored, rogue = f"{node}/northside-new", f"{node}/rogue-northside"
+    shown = run.out.split("13. A seized laptop", 1)[1]
+    sheet = f"{node}/northside-recovery-shares.txt"
+    # Every step, in order, each a command a user can paste (README: "prints every
+    # command it runs"): stopping a node, the copy and the node runs included.
+    at = 0
     for step in (
         f"$ federation --node {node}/northside backup -o {node}/northside.backup",
-        f"$ federation --node {node}/rogue-northside post note --audience public",
+        f"$ kill $(cut -d ' ' -f 1 {node}/northside/run.lock)",
+        f"$ cp -a {node}/northside {rogue}",
+        f"$ federation --node {rogue} run 2> {rogue}/run.log &",
+        f"$ federation --node {rogue} post note --audience public",
+        f"$ kill $(cut -d ' ' -f 1 {rogue}/run.lock)",
         f"$ federation restore {node}/northside.backup {restored}",
+        f"$ (umask 077; sed -n 's/^share 1 of 5[^:]*: //p' {sheet} > "
+        f"{node}/northside-member-1-share.txt)",
         f"$ federation --node {restored} key revoke --share {node}/northside-member-1-share.txt "
         f"--share {node}/northside-member-2-share.txt --share {node}/northside-member-3-share.txt",
+        f"$ federation --node {restored} declare-no-copies private",
+        f"$ federation --node {restored} run 2> {restored}/run.log &",
+        f"$ federation --node {restored} post note --audience public",
+        f'$ federation --node {node}/riverside sync "Northside Workers\' Club"',
+        f"$ federation --node {node}/riverside status",
     ):
-        assert step in run.out, step
+        found = shown.find(step, at)
+        assert found >= 0, (step, shown[at:])
+        at = found + len(step)
+    # The last status shows Riverside in step with Northside's new node: no error left
+    # over from while no node ran at its address (the positive control: its row).
+    last = shown[at:].split("=== Done", 1)[0]
+    assert re.search(r"Northside Workers' Club +active", last), last
+    assert "last error" not in last
+    assert "unreachable" not in last
     # The rogue's post reached the peers before the revocation (positive control).
     before = run.out.split("A seized laptop", 1)[1].split("restores its backup", 1)[0]
     assert seizure.ROGUE_TEXT[:40] in before
@@ -468,3 +494,33 @@ def test_a_seized_key_is_revoked_and_every_peer_follows_the_new_one(run: DemoRun
     # No recovery secret was left on any node: the shares are the demo's, beside the nodes.
     for name in ("riverside", "northside", "harbour", "millbrook", "northside-new"):
         assert not (run.root / name / "recovery.key").exists()
+
+
+def test_the_demo_prints_every_command_it_runs(run: DemoRun) -> None:
+    """README: the demo "prints every command it runs, so you can repeat them". Every
+    file and node directory the demo made is named by a printed command, every node it
+    ran was started by a printed `run`, and the shell commands it printed do what the
+    demo did: run in a shell, they make the same files."""
+    assert run.code == 0, run.err
+    node = demo.shown_path(run.root)
+    typed = [line for line in run.out.splitlines() if line.startswith("$ ")]
+    made = sorted(p.name for p in run.root.iterdir() if p.name != demo.MARKER)
+    assert {"northside-new", "rogue-northside", "northside-member-1-share.txt"} <= set(made)
+    for name in made:
+        assert any(re.search(rf"{re.escape(f'{node}/{name}')}(\s|/|\)|$)", t) for t in typed), name
+    ran = sorted(p.parent.name for p in run.root.glob(f"*/{demo.RUN_LOG}"))
+    clubs = ["harbour", "millbrook", "northside", "riverside"]
+    assert ran == sorted([*clubs, "northside-new", "rogue-northside"])
+    for name in ran:
+        assert f"$ federation --node {node}/{name} run 2> {node}/{name}/{demo.RUN_LOG} &" in typed
+    # The members' share files: the printed `sed` lines, in a real shell, make them again.
+    sed = [t[2:] for t in typed if t.startswith("$ (umask 077; sed ")]
+    assert len(sed) == 3
+    for i, line in enumerate(sed, start=1):
+        path = run.root / f"northside-member-{i}-share.txt"
+        before = path.read_bytes()
+        assert len(before.split()) >= 20, "a share is words (positive control)"
+        path.unlink()
+        subprocess.run(["sh", "-c", line], check=True, timeout=10)
+        assert path.read_bytes() == before
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600

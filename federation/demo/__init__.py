@@ -9,10 +9,12 @@ calendar and campaigns, a joint campaign proposal agreed by three clubs and neve
 seen by the fourth, and the public feed; and (unless --no-wait) the federation
 keeps running for you to try things in another terminal until Ctrl-C.
 
-Every step is a real `federation` command, printed as a newcomer can type it: the
-one-shot commands call `federation.cli.main` in this process; the nodes are real
+Every step is a real command, printed as a newcomer can type it: the one-shot
+`federation` commands call `federation.cli.main` in this process; the nodes are real
 `python -m federation run` processes, stopped on every way out (end, error, Ctrl-C,
-SIGTERM). A step that fails stops the demo with a one-line reason: exit 1.
+SIGTERM); what a user does in a shell besides (stop a node, copy a directory) is
+printed as the shell command that does the same (console.shell). A step that fails
+stops the demo with a one-line reason: exit 1.
 
 The modules, outermost first:
 
@@ -120,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m federation.demo",
         description="Create the example clubs of nodes/ as real nodes, federate and run them.",
+        allow_abbrev=False,  # `--node` must not run as --nodes (cli/main.py: no abbreviations)
     )
     p.add_argument(
         "--dir",

@@ -1,7 +1,10 @@
 """What the demo prints, and the one-shot `federation` commands it runs and shows.
 
 The commands call `federation.cli.main` in this process, printed as a newcomer can
-type them; a command that fails raises FederationError, which stops the demo.
+type them; a command that fails raises FederationError, which stops the demo. What
+the demo does otherwise that a user would do in a shell (start a node, stop one,
+copy a directory) it prints with `shell` first (README: "prints every command it
+runs, so you can repeat them").
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ def federation(
     if code != 0:
         raise FederationError(f"`{line}` failed (exit status {code}); see its message above")
     return text
+
+
+def shell(line: str) -> None:
+    """Print a command that is not a one-shot `federation` one (start or stop a node,
+    copy a directory) as a user types it in a shell; the caller then does the same."""
+    print(f"$ {line}", flush=True)
 
 
 def query(*argv: str) -> Any:

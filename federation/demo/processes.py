@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from federation.core.config import parse_listen
-from federation.demo.console import shown_path
+from federation.demo.console import quote, shell, shown_path
 from federation.errors import FederationError
+from federation.node.lock import LOCK_FILE, holder
 
 # Each running node's stderr, in its node directory.
 RUN_LOG = "run.log"
@@ -132,6 +133,7 @@ def _child_setup() -> Callable[[], None]:
 class RunningNode:
     def __init__(self, name: str, node: Path, listen: str, log: IO[bytes]) -> None:
         self.name = name
+        self.node = node
         self.log_path = Path(log.name)
         self.host, self.port = parse_listen(listen)
         self.listen = listen
@@ -186,11 +188,29 @@ class Nodes:
         for running in self.running:
             running.check()
 
+    def run(self, name: str, node: Path, listen: str) -> RunningNode:
+        """`start`, printed first as a user starts a node in a shell: in the background,
+        what it says kept in run.log."""
+        log = quote(shown_path(node / RUN_LOG))
+        shell(f"federation --node {quote(shown_path(node))} run 2> {log} &")
+        return self.start(name, node, listen)
+
     def stop_node(self, name: str) -> None:
-        """Ctrl-C one node and wait for it (the seized laptop scene: demo/seizure.py)."""
+        """Stop one node as a user stops a background one, printed first: `kill` (SIGTERM:
+        a SIGINT ignored by a background job stays ignored, README "Running and stopping
+        a node") with the pid `run` writes in run.lock; then wait for it (the seized
+        laptop scene: demo/seizure.py)."""
         for running in [r for r in self.running if r.name == name]:
+            lock = quote(shown_path(running.node / LOCK_FILE))
+            shell(f"kill $(cut -d ' ' -f 1 {lock})")
             if running.process.poll() is None:
-                running.process.send_signal(signal.SIGINT)
+                # The printed command reads the pid from run.lock: it must be this node's.
+                if holder(running.node) != running.process.pid:
+                    raise FederationError(
+                        f"{shown_path(running.node / LOCK_FILE)} does not name the {name} "
+                        f"node's process (pid {running.process.pid})"
+                    )
+                running.process.terminate()
                 try:
                     running.process.wait(STOP_S)
                 except subprocess.TimeoutExpired:

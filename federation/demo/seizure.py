@@ -11,20 +11,33 @@ evidence, never relayed), follows the club's new key, and takes its next post.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from federation.demo.console import count, federation, joined, query, say, section, shown_path
+from federation.demo.console import (
+    count,
+    federation,
+    joined,
+    query,
+    quote,
+    say,
+    section,
+    shell,
+    shown_path,
+)
 from federation.demo.processes import Nodes, wait_until
 from federation.demo.spec import Cast, DemoSpec
 from federation.errors import FederationError
+from federation.node.system import system_clock
 
 # Where the origin's shares, its backup, the rogue's copy and the new machine's node go,
 # in the demo directory.
 SHARES_FILE = "{name}-recovery-shares.txt"
 WORDS_FILE = "{name}-recovery-words.txt"
+MEMBER_FILE = "{name}-member-{i}-share.txt"
 BACKUP_FILE = "{name}.backup"
 ROGUE_DIR = "rogue-{name}"
 RESTORED_DIR = "{name}-new"
@@ -46,17 +59,29 @@ def recovery_options(root: Path, name: str, origin: str) -> list[str]:
 
 
 def _shares(root: Path, name: str) -> list[Path]:
-    """The first k members' shares, each in a file of its own (as each member brings one)."""
-    text = (root / SHARES_FILE.format(name=name)).read_text(encoding="utf-8")
-    shares = [line.split(":", 1)[1].strip() for line in text.splitlines() if ":" in line]
-    shares = [s for s in shares if len(s.split()) >= 20]
+    """The first k members' shares, each in a file of its own (as each member brings
+    one), each copied out of the sheet `init` wrote by a printed `sed` that does the
+    same: the sheet's line "share I of N (any K recover): WORDS" gives WORDS."""
+    sheet = root / SHARES_FILE.format(name=name)
     k, n = SHARES
-    if len(shares) != n:
-        raise FederationError(f"expected {n} recovery shares in the sheet, found {len(shares)}")
+    found = {
+        int(match[1]): match[2]
+        for line in sheet.read_text(encoding="utf-8").splitlines()
+        if (match := re.fullmatch(rf"share (\d+) of {n}[^:]*: (.*)", line))
+    }
+    if sorted(found) != list(range(1, n + 1)):
+        raise FederationError(
+            f"expected shares 1 to {n} in {shown_path(sheet)}, found {sorted(found) or 'none'}"
+        )
     files = []
-    for i, share in enumerate(shares[:k], start=1):
-        path = root / f"{name}-member-{i}-share.txt"
-        path.write_text(share + "\n", encoding="utf-8")
+    for i in range(1, k + 1):
+        path = root / MEMBER_FILE.format(name=name, i=i)
+        # umask 077: a share is a secret, readable by its holder alone (as the sheet is).
+        shell(
+            f"(umask 077; sed -n 's/^share {i} of {n}[^:]*: //p' {quote(shown_path(sheet))} "
+            f"> {quote(shown_path(path))})"
+        )
+        path.write_text(found[i] + "\n", encoding="utf-8")
         path.chmod(0o600)
         files.append(path)
     return files
@@ -74,6 +99,23 @@ def _texts(node: str, club: str) -> set[str]:
 
 def _holds(node: str, club: str, text: str, *, held: bool = True) -> Callable[[], bool]:
     return lambda: (text in _texts(node, club)) == held
+
+
+def _synced_since(node: str, club: str, since_us: int) -> Callable[[], bool]:
+    """Has `node` completed a round with the club's node since `since_us`, with nothing
+    left to fetch and no error since (so `status` shows none)?"""
+
+    def check() -> bool:
+        peers = query("--node", node, "status", "--json")["peers"]
+        return any(
+            p["club"] == club
+            and p["last_sync_us"] >= since_us
+            and not p["last_error"]
+            and p["behind"] == 0
+            for p in peers
+        )
+
+    return check
 
 
 def _held_apart(node: str) -> int:
@@ -110,15 +152,18 @@ def show_seizure(
 
     say(
         "",
-        f"Then its laptop is seized, and the passphrase with it. The attacker copies the "
-        f"node directory, starts it at {name_of[origin]}'s address and posts as the club. "
+        "Then its laptop is seized, and the passphrase with it: its node stops. The "
+        "attacker copies the node directory, starts it at "
+        f"{name_of[origin]}'s address and posts as the club. "
         f"The signature is good: {name_of[hub]} takes the post and relays it to "
         f"{name_of[target]}.",
     )
     nodes.stop_node(origin)
-    shutil.copytree(root / origin, rogue)
-    (rogue / "run.log").unlink(missing_ok=True)
-    nodes.start(f"rogue {origin}", rogue, listens[origin])
+    # `cp -a`: the copy keeps every file's mode (the keys stay 0600); its run.log is
+    # replaced when the rogue starts, as `2>` replaces it.
+    shell(f"cp -a {quote(node[origin])} {quote(shown_path(rogue))}")
+    shutil.copytree(root / origin, rogue, symlinks=True)
+    nodes.run(f"rogue {origin}", rogue, listens[origin])
     nodes.wait_listening()
     federation(
         "--node", shown_path(rogue), "post", "note", "--audience", "public", "--text", ROGUE_TEXT
@@ -130,6 +175,7 @@ def show_seizure(
             nodes,
         )
     federation("--node", node[target], "log", "--club", name_of[origin], "--log", "public")
+    say("", "(The demo stops the rogue node: on this one machine the new one needs its port.)")
     nodes.stop_node(f"rogue {origin}")
 
     k, n = SHARES
@@ -143,6 +189,7 @@ def show_seizure(
         "seized key signed after it, anywhere, is void.",
     )
     federation("restore", shown_path(backup), shown_path(restored))
+    say("", f"Each of the {count(k)} members puts the share they bring in a file of its own:")
     share_args = [a for path in _shares(root, origin) for a in ("--share", shown_path(path))]
     federation("--node", shown_path(restored), "key", "revoke", *share_args)
     say(
@@ -151,7 +198,9 @@ def show_seizure(
         "the club says so itself (events it wrote there after the backup are lost).",
     )
     federation("--node", shown_path(restored), "declare-no-copies", "private")
-    nodes.start(origin, restored, listens[origin])
+    say("", f"{name_of[origin]} starts its node on the new machine, at its old address:")
+    restarted_us = system_clock()
+    nodes.run(origin, restored, listens[origin])
     nodes.wait_listening()
 
     for name in watchers:
@@ -182,6 +231,24 @@ def show_seizure(
         "rogue's post is held apart as evidence: never shown as the club's, never relayed.",
     )
     federation("--node", node[target], "log", "--club", name_of[origin], "--log", "public")
+    # The hub may have taken the post through another peer (the outsider federates with
+    # both) while its own follow loop still waits out the backoff after the failures
+    # while no node ran at the origin's address (follow.py: doubling, up to a minute).
+    # One round by hand reaches the new node now; the status then shows no error.
+    say(
+        "",
+        f"While no node ran at {name_of[origin]}'s address, {name_of[hub]}'s node could "
+        "not reach it, and it waits longer after each failed try (up to a minute) before "
+        f"it tries again. Rather than wait, {name_of[hub]} runs one `sync` round with "
+        f"{name_of[origin]} by hand, and its status shows the new node reached:",
+        "",
+    )
+    federation("--node", node[hub], "sync", name_of[origin])
+    wait_until(
+        f"{name_of[hub]} syncing with {name_of[origin]}'s new node",
+        _synced_since(node[hub], club, restarted_us),
+        nodes,
+    )
     federation("--node", node[hub], "status")
     for name in watchers:
         if _held_apart(node[name]) < 1:

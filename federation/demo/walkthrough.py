@@ -75,9 +75,9 @@ def walk(
         f"under {shown_path(root)}/, federates them, runs them, and shows what travels "
         "and what never does.",
         "",
-        "Every step below is a real `federation` command, printed so that you can repeat "
-        "it. To type them yourself, put the command on your PATH and give it the demo "
-        "clubs' passphrase:",
+        "Every step below is a real command, nearly all of them `federation` ones, "
+        "printed so that you can repeat it. To type them yourself, put the command on your "
+        "PATH and give it the demo clubs' passphrase:",
     )
     print("$ . .venv/bin/activate")
     print(f"$ export {PASSPHRASE_ENV}={quote(DEMO_PASSPHRASE)}")
@@ -194,11 +194,7 @@ def walk(
     )
     check_ports({**listens, f"{featured} feed": feed})
     for name in order:
-        print(
-            f"$ federation --node {quote(node[name])} run 2> {quote(node[name] + '/' + RUN_LOG)} &",
-            flush=True,
-        )
-        nodes.start(name, root / name, listens[name])
+        nodes.run(name, root / name, listens[name])
     nodes.wait_listening()
     took = wait_until(
         "the nodes' first sync", in_step(specs, clubs, node), nodes, timeout_s=FIRST_SYNC_S
