@@ -3,7 +3,8 @@
     FederationError                 anything an operator can act on
     ├── UsageError                  a bad command-line argument (exit 2)
     ├── ConfigError                 a malformed node config; names the field (exit 2)
-    ├── KeyFileError                missing, corrupt or locked key file, wrong passphrase
+    ├── KeyFileError                missing, corrupt or locked key file, wrong passphrase,
+    │                               a passphrase file missing or open to others (exit 1)
     ├── InvalidEventError           an event or batch that does not verify; names club/log/seq
     │   └── ForkError               two signed events at one (log, seq): carries both
     ├── LocalProtocolError          we used the protocol wrongly (a bug or bad call)
@@ -74,6 +75,8 @@ class InvalidEventError(FederationError):
         super().__init__(f"{self.where()}: {reason}" if self.where() else reason)
 
     def where(self) -> str:
+        # Ids, as this tree knows no names: the CLI names the places in this form where
+        # it shows them (cli/names.py `name_places`), so keep the two in step.
         parts = []
         if self.club is not None:
             parts.append(f"club {self.club.hex()[:16]}")

@@ -408,7 +408,7 @@ async def cmd_status(args: argparse.Namespace) -> Output:
         lines += wrap(text, total)
     for text in held_apart_lines(held_apart, known):
         lines += wrap(text, total)
-    lines += ["peers:", *peer_lines(peer_list, now_us, known)]
+    lines += ["peers:", *peer_lines(peer_list, now_us, known, {r.id: r for r in logs})]
     lines += delivery_lines(reached, logs, known, now_us)
     lines += [
         f"blocked  {known(c)}"

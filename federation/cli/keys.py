@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from federation.cli.output import Output
+from federation.cli.output import Output, plural
 from federation.core import crypto
 from federation.core.ids import short
 from federation.core.keys import KeyHistory
@@ -93,11 +93,11 @@ def _result(result: node_keys.KeyChangeResult) -> Output:
     what = "rotated" if result.action == "rotate" else "revoked"
     lines = [
         f"{what} key {short(result.old)}: the club signs with key {short(result.new)} from "
-        f"now on (seq {result.seq} of its keys log; the cut names {result.logs} log(s))",
+        f"now on (seq {result.seq} of its keys log; the cut names {plural(result.logs, 'log')})",
     ]
     for name, n in sorted(result.dropped.items()):
         lines.append(
-            f"log {name!r}: {n} event(s) of ours after the cut are held apart, not served "
+            f"log {name!r}: {plural(n, 'event')} of ours after the cut held apart, not served "
             "(outside the old key's window)"
         )
     lines.append("peers follow at their next sync; run `federation sync` to tell them now")
@@ -172,5 +172,7 @@ async def _status(node: Node) -> Output:
     lines += [f"  seq {e.n}: {e.action}, key {short(e.key)}" for e in history.epochs[1:]]
     held = [h for h in await node.store.held_apart() if h.club == node.club]
     if held:
-        lines.append(f"{len(held)} event(s) of ours held apart (outside their key's window)")
+        lines.append(
+            f"{plural(len(held), 'event')} of ours held apart (outside their key's window)"
+        )
     return Output({"key": current.key.hex(), "since": current.n, "epochs": epochs}, lines)

@@ -194,17 +194,82 @@ COMMANDS: dict[str, Command] = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated options: a typo (`--nod`, `--to` for a longer option) must be an
+        # error, never another option run in its place. Every command's and action's
+        # parser is a _Parser (add_subparsers defaults to the parent's class).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         # One line, what was wrong and where to look, exit 2 (argparse would print usage
         # too), printed as every other error is (as JSON under --json) by `main`. The
         # message may quote an argument, so it is made safe to display.
         raise UsageError(f"{escape_unsafe(message)} (see `{self.prog} --help`)")
 
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # A misspelt command or action (`stauts`) names the close one, if there is one.
+        if action.choices is not None and value not in action.choices:
+            close = _close(str(value), [str(choice) for choice in action.choices])
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}{close}")
+        super()._check_value(action, value)
+
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse makes a formatter for every add_argument, and the default one imports
         # shutil (with bz2 and lzma) for the terminal's width: a fifth of `post`'s time
         # through the running node. The width as shutil reads it, less its margin of 2.
         return argparse.HelpFormatter(prog=self.prog, width=_columns() - 2)
+
+
+def _close(word: str, known: Sequence[str]) -> str:
+    """The words "; did you mean `X`?" for the one of `known` closest to a misspelt
+    `word`, or none."""
+    import difflib  # only on this error: see Command
+
+    # 0.75, not difflib's 0.6: `--json` is not close to `--version`, `sycn` is to `sync`.
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, with an unrecognized argument pointed at the --help of
+    the parser it was given to (`post note --txt`: `federation post --help`), and an
+    unknown option before the command named as such: `--nod b status` is about --nod,
+    not about a command `b`."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word == "--" or not word.startswith("-"):
+            break
+        option, equals, _ = word.partition("=")
+        options = parser._option_string_actions
+        if option not in options:
+            command = _given(parser, argparse.Namespace(command=_chosen(argv)))
+            if option in command._option_string_actions:  # `--json status`
+                command.error(f"{word} goes after the command, not before it")
+            parser.error(f"unrecognized arguments: {word}{_close(option, list(options))}")
+        known = options[option]
+        skip = known.nargs != 0 and not equals
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        given = _given(parser, args)
+        typos = [word.partition("=")[0] for word in unknown if word.startswith("--")]
+        close = _close(typos[0], list(given._option_string_actions)) if typos else ""
+        given.error(f"unrecognized arguments: {' '.join(unknown)}{close}")
+    return args
+
+
+def _given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost parser `args` went through: the command's, or its action's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _given(action.choices[chosen], args)
+    return parser
 
 
 def _columns() -> int:
@@ -313,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             stopped = (stop.Stopped,)
             stop.catch()
-        args = _parser(argv).parse_args(argv)
+        args = _parse(_parser(argv), argv)
         as_json = bool(getattr(args, "json", False))
         handler: Handler = _resolve(COMMANDS[args.command].handler)
         result = handler(args)

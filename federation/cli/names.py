@@ -10,6 +10,7 @@ id. JSON keeps the ids and adds the name as known (`Labels.names`), or null.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
@@ -19,6 +20,7 @@ from federation.core.canonical import Audience
 
 if TYPE_CHECKING:
     from federation.node.node import Node
+    from federation.store.base import LogRecord
 
 SHORT_HEX = 8  # digits of an id shown where a name is missing or shared
 
@@ -80,6 +82,33 @@ def distinct(labels: Mapping[K, str], columns: int, tag: Callable[[K], str]) -> 
             room = max(1, columns - width(suffix))
             out[k] = cut(labels[k], room) + suffix
     return out
+
+
+# A place an error names by ids, as errors.py InvalidEventError.where writes it: "club
+# 84e22dbae935f578 log 61be8c7610779467 seq 1", "log 61be8c7610779467", ...
+_PLACE = re.compile(
+    r"\b(?:club (?P<club>[0-9a-f]{16})(?: log (?P<log>[0-9a-f]{16}))?|log (?P<only>[0-9a-f]{16}))"
+    r"(?: seq (?P<seq>[0-9]+))?\b"
+)
+
+
+def name_places(text: str, known: Labels, logs: Mapping[bytes, LogRecord]) -> str:
+    """`text` (an error, a peer's last error) with each place it names by ids named as
+    listings name it, "Alpha Tenants keys#1", where this node holds the log (or, for a
+    log it does not hold, knows the club's name); the rest stays as it was."""
+
+    def named(found: re.Match[str]) -> str:
+        club, seq = found.group("club"), found.group("seq")
+        log = found.group("log") or found.group("only")
+        record = next((r for i, r in logs.items() if log and i.hex().startswith(log)), None)
+        if record is not None and (club is None or record.club.hex().startswith(club)):
+            return f"{known(record.club)} {record.name}" + (f"#{seq}" if seq else "")
+        whole = next((c for c in known.names if club and c.hex().startswith(club)), None)
+        if whole is None:
+            return found.group(0)
+        return known(whole) + found.group(0).removeprefix(f"club {club}")
+
+    return _PLACE.sub(named, text)
 
 
 async def known_labels(node: Node) -> Labels:

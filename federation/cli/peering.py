@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import aiohttp
 import msgspec
 
 from federation.cli import runlog, stop
-from federation.cli.names import Labels
+from federation.cli.names import Labels, known_labels, name_places
 from federation.cli.output import Output, format_ago, plural, progress
 from federation.cli.table import Column, table, terminal_width, wrap
 from federation.core.config import Config
@@ -23,7 +24,7 @@ from federation.node.keyfile import needs_passphrase, read_key_file
 from federation.node.node import Node, NodePaths, load_config, read_passphrase
 from federation.node.runtime import Runtime
 from federation.service import open_service
-from federation.store.base import PeerRecord
+from federation.store.base import LogRecord, PeerRecord
 from federation.web.client import PeerClient
 
 _log = logging.getLogger(__name__)
@@ -49,9 +50,15 @@ def peer_json(peer: PeerRecord) -> dict[str, Any]:
     }
 
 
-def peer_lines(peer_list: list[PeerRecord], now_us: int, known: Labels | None = None) -> list[str]:
+def peer_lines(
+    peer_list: list[PeerRecord],
+    now_us: int,
+    known: Labels | None = None,
+    logs: Mapping[bytes, LogRecord] | None = None,
+) -> list[str]:
     """Each peer's sync status for people (DESIGN principle 12): a table indented under
-    "peers:", a peer's last error and quota warning wrapped beneath its row."""
+    "peers:", a peer's last error (its places named: `name_places`) and quota warning
+    wrapped beneath its row."""
     if not peer_list:
         return ["  no peers: add one with `federation peers add INVITE`"]
     known = known or Labels({p.club: p.name for p in peer_list})
@@ -84,7 +91,8 @@ def peer_lines(peer_list: list[PeerRecord], now_us: int, known: Labels | None = 
         s = p.status
         if s.last_error and s.last_error_us >= s.last_contact_us:
             ago = format_ago(now_us, s.last_error_us)
-            lines += wrap(f"last error ({ago}): {s.last_error}", total, "    ")
+            error = name_places(s.last_error, known, logs or {})
+            lines += wrap(f"last error ({ago}): {error}", total, "    ")
         if s.quota_warning:
             ago = format_ago(now_us, s.quota_warning_us)
             lines += wrap(f"over a quota ({ago}): {s.quota_warning}", total, "    ")
@@ -147,8 +155,11 @@ async def cmd_peers(args: argparse.Namespace) -> Output:
         )
     async with await Node.open(root) as node:
         peer_list = await node.store.peers()
+        known = await known_labels(node)
+        logs = {r.id: r for r in await node.store.logs()}
         return Output(
-            [peer_json(p) for p in peer_list], ["peers:", *peer_lines(peer_list, node.clock())]
+            [peer_json(p) for p in peer_list],
+            ["peers:", *peer_lines(peer_list, node.clock(), known, logs)],
         )
 
 
@@ -171,10 +182,12 @@ async def cmd_sync(args: argparse.Namespace) -> Output:
         async with aiohttp.ClientSession() as http:
             for peer in chosen:
                 results.append(await _sync_one(rt, http, peer))
+        known = await known_labels(node)
+        await rt.refresh()  # the logs this round brought, to name the places in errors
     lines, errors = [], []
     for r in results:
         if "error" in r:  # on stderr with the others (cli/output.write_error)
-            errors.append(f"{r['peer']}: {r['error']}")
+            errors.append(f"{r['peer']}: {name_places(r['error'], known, rt.logs)}")
             continue
         line = (
             f"{r['peer']}: received {plural(r['added'], 'event')} "
@@ -281,16 +294,20 @@ async def _serve(root: Path, passphrase: bytes | None, stopping: stop.Stop) -> N
 
 async def _serve_node(node: Node, stopped: asyncio.Event) -> None:
     async with open_service(node) as service:
-        scheme = "http" if node.config.node.plain_http else "https"
-        _log.info(
-            "%s serving on %s://%s:%d; following %s (Ctrl-C stops)",
-            node.config.club.name,
-            scheme,
-            node.config.node.listen.rpartition(":")[0],
-            service.port,
-            plural(len(service.rt.active_peers()), "peer"),
-        )
-        if service.feed is not None and node.config.feed is not None:
-            host = node.config.feed.listen.rpartition(":")[0]
-            _log.info("public feed on http://%s:%d/", host, service.feed.port)
-        await service.serve(stopped)
+        # A peer's error names the club, log and seq it is about by ids (errors.py): the
+        # log names them as listings do, with the names known now and the logs held now.
+        known = await known_labels(node)
+        with runlog.rewriting(lambda text: name_places(text, known, service.rt.logs)):
+            scheme = "http" if node.config.node.plain_http else "https"
+            _log.info(
+                "%s serving on %s://%s:%d; following %s (Ctrl-C stops)",
+                node.config.club.name,
+                scheme,
+                node.config.node.listen.rpartition(":")[0],
+                service.port,
+                plural(len(service.rt.active_peers()), "peer"),
+            )
+            if service.feed is not None and node.config.feed is not None:
+                host = node.config.feed.listen.rpartition(":")[0]
+                _log.info("public feed on http://%s:%d/", host, service.feed.port)
+            await service.serve(stopped)

@@ -10,10 +10,12 @@ escapes it (non-ASCII as \\uXXXX too, so a line is always one line of ASCII).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from federation.cli.output import escape_unsafe
@@ -56,6 +58,36 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class _Rewrite(logging.Filter):
+    """Rewrites each record's message with `rewrite` before any handler formats it."""
+
+    def __init__(self, rewrite: Callable[[str], str]) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        rewritten = self.rewrite(message)
+        if rewritten != message:
+            record.msg, record.args = rewritten, None
+        return True
+
+
+@contextlib.contextmanager
+def rewriting(rewrite: Callable[[str], str]) -> Iterator[None]:
+    """While inside, every record is written as `rewrite` makes it (`run` names the
+    places its peers' errors name by ids: cli/names.py `name_places`)."""
+    handlers = list(logging.getLogger().handlers)
+    rewriter = _Rewrite(rewrite)
+    for handler in handlers:
+        handler.addFilter(rewriter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(rewriter)
 
 
 def configure(

@@ -16,7 +16,7 @@ import stat
 import sys
 from pathlib import Path
 
-from federation.cli.output import Output, escape_unsafe, progress, say
+from federation.cli.output import Output, escape_unsafe, plural, progress, say
 from federation.errors import UsageError
 from federation.node import agefile, archive, backup, leftover, recovery
 from federation.node.keyfile import (
@@ -306,10 +306,10 @@ async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) ->
         sweep_partials_beside(args.output)
         _check_new(args.output, "--output", "export")
     if hidden and not sealed:
-        names = ", ".join(sorted({r.name for r in hidden}))
         say(
-            f"federation: warning: --plain: writing {len(hidden)} non-public log(s) "
-            f"({names}) UNENCRYPTED to {where}: anyone who gets it reads them",
+            f"federation: warning: --plain: writing {plural(len(hidden), 'non-public log')} "
+            f"({await _log_names(node, hidden)}) UNENCRYPTED to {where}: anyone who gets it "
+            "reads them",
             file=sys.stderr,
         )
     total = sum(r.head.seq for r in logs if r.head)
@@ -329,8 +329,26 @@ async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) ->
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     how = "encrypted (age)" if sealed else "unencrypted"
-    say(f"exported {count} events in {len(logs)} logs to {where}, {how}", file=sys.stderr)
+    say(
+        f"exported {plural(count, 'event')} in {plural(len(logs), 'log')} to {where}, {how}",
+        file=sys.stderr,
+    )
     return Output({"events": count, "logs": len(logs), "encrypted": sealed}, [])
+
+
+async def _log_names(node: Node, logs: list[LogRecord]) -> str:
+    """Each log by its club's name and its own, the clubs in turn: logs of two clubs can
+    share a name ("Alpha Tenants: federation, private; Beta Club: federation")."""
+    from federation.cli.names import known_labels
+
+    known = await known_labels(node)
+    by_club: dict[str, list[str]] = {}
+    for r in logs:
+        by_club.setdefault(known(r.club), []).append(r.name)
+    return "; ".join(
+        f"{club}: {', '.join(sorted(names))}"
+        for club, names in sorted(by_club.items(), key=lambda item: item[0].casefold())
+    )
 
 
 async def import_file(node: Node, args: argparse.Namespace) -> archive.ImportReport:

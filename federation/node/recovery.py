@@ -159,8 +159,8 @@ def signing_key_from_shares(typed: list[str]) -> crypto.SigningKey:
         )
     if len(shares) < needed:
         raise UsageError(
-            f"{len(shares)} of the {needed} shares needed: ask {needed - len(shares)} "
-            "more member(s) to type theirs"
+            f"{len(shares)} of the {needed} shares needed: ask {needed - len(shares)} more "
+            f"{'member' if needed - len(shares) == 1 else 'members'} to type theirs"
         )
     try:
         seed = shamir.combine_mnemonics([s.mnemonic() for s in shares[:needed]])

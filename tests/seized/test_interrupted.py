@@ -271,7 +271,8 @@ def check_revoked_once(club: Club, capsys: pytest.CaptureFixture[str], held: int
     assert not (club.root / "club.key.next").exists()
     status = ok(cli(capsys, club.root, "key", "status", "--json")).json()
     assert [e["action"] for e in status["epochs"]] == ["genesis", "revoke"]
-    assert f"{held} event(s) of ours held apart" in ok(cli(capsys, club.root, "key", "status")).out
+    events = f"{held} event" + ("" if held == 1 else "s")
+    assert f"{events} of ours held apart" in ok(cli(capsys, club.root, "key", "status")).out
     assert ok(cli(capsys, club.root, "verify", "--json")).json()["ok"] is True
     # The node signs with the new key, after the kept notes.
     posted = ok(cli(capsys, club.root, "post", "note", "--log", "minutes", "--text", "on"))

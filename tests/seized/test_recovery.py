@@ -94,7 +94,7 @@ def test_share_errors_each_say_what_to_do() -> None:
     shares = recovery.split(SEED, 3, 5)
     other_set = recovery.split(SEED, 3, 5)
     cases = [
-        (shares[:2], "2 of the 3 shares needed: ask 1 more member(s) to type theirs"),
+        (shares[:2], "2 of the 3 shares needed: ask 1 more member to type theirs"),
         ([shares[0], shares[1], shares[0]], "share 3 is the same member's share as share 1"),
         ([shares[0], other_set[1], shares[2]], "these shares come from different sets"),
         ([], "no recovery shares given"),
