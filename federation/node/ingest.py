@@ -505,7 +505,7 @@ class Ingest:
                 log=log,
                 seq=seq,
             )
-        # Made durable with the round's commits, at `aclose` (§6.3): one fsync, not one
+        # Made durable with the answer's commits, at `aclose` (§6.3): one fsync, not one
         # a payload.
         if await self.store.fill_payload(log, seq, payload, durable=False):
             self.filled += 1

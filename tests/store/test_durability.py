@@ -113,7 +113,7 @@ async def test_a_payload_filled_without_fsync_is_made_durable_with_the_rest(
     store: SqliteStore, club: Club, synced: list[str]
 ) -> None:
     """A sync fills missing payloads with durable=False (node/ingest.py): no fsync
-    each, and `make_durable` syncs them with the round's commits."""
+    each, and `make_durable` syncs them with the answer's commits."""
     await add_club(store, club)
     events = club.chain(3)
     payload = events[1].payload

@@ -508,7 +508,8 @@ async def test_federation_sync_reports_the_refusal(fed: Federation, hostile: Hos
     assert out.exit_code == 1
     assert out.lines == []  # a failure goes to stderr, not with the results
     [line] = out.errors
-    assert line.startswith("Mallory: club ")
+    # Where: the club and log by the names this node knows (cli/names.py name_places).
+    assert line.startswith("Mallory: Mallory federation#2: ")
     assert "bad signature" in line
     assert await held(a) == {**before, log: rows(events[:1])}
     [mallory] = [p for p in await a.node.store.peers() if p.club == hostile.club.id]
