@@ -77,9 +77,12 @@ class _Rewrite(logging.Filter):
 
 @contextlib.contextmanager
 def rewriting(rewrite: Callable[[str], str]) -> Iterator[None]:
-    """While inside, every record is written as `rewrite` makes it (`run` names the
-    places its peers' errors name by ids: cli/names.py `name_places`)."""
-    handlers = list(logging.getLogger().handlers)
+    """While inside, every text record is written as `rewrite` makes it (`run` names
+    the places its peers' errors name by ids: cli/names.py `name_places`). A JSON
+    record keeps the ids, as `--json` output does: a log collector matches on them."""
+    handlers = [
+        h for h in logging.getLogger().handlers if not isinstance(h.formatter, JsonFormatter)
+    ]
     rewriter = _Rewrite(rewrite)
     for handler in handlers:
         handler.addFilter(rewriter)

@@ -78,10 +78,19 @@ def _file_passphrase(*, sealing: bool) -> bytes:
 
 
 def opening_secrets(args: argparse.Namespace, paths: NodePaths | None) -> dict[str, object]:
-    """How to open an age file: --identity FILE, or a passphrase."""
+    """How to open an age file: --identity FILE, or a passphrase (and where it came
+    from, for the line a wrong one gets: None when it was typed)."""
     if getattr(args, "identity", None):
         return {"identities": agefile.read_identities(args.identity)}
-    return {"passphrase": age_passphrase(paths, confirm=False, sealing=False)}
+    passphrase = age_passphrase(paths, confirm=False, sealing=False)
+    source: str | None = None
+    if os.environ.get(PASSPHRASE_ENV) is not None:
+        source = PASSPHRASE_ENV
+    elif paths is not None:
+        config = load_config(paths)
+        if config.key.passphrase == "file":
+            source = str(paths.resolve(config.key.passphrase_file))
+    return {"passphrase": passphrase, "source": source}
 
 
 # --- the recovery sheet ---------------------------------------------------------------
@@ -303,8 +312,8 @@ async def export(node: Node, logs: list[LogRecord], args: argparse.Namespace) ->
             "this export is encrypted (binary): give -o FILE, or --plain to write it unencrypted"
         )
     if to_file:
-        sweep_partials_beside(args.output)
         _check_new(args.output, "--output", "export")
+        sweep_partials_beside(args.output)  # after the checks: bad input changes nothing
     if hidden and not sealed:
         say(
             f"federation: warning: --plain: writing {plural(len(hidden), 'non-public log')} "
@@ -386,10 +395,11 @@ def sweep_partials_beside(output: str) -> None:
 
 def write_new_file(path: str, data: bytes, *, command: str, option: str) -> None:
     """A new file the user named (`proposal export -o`, `calendar --ics`,
-    `--recovery-out`): what killed writers left beside it removed first, then written
-    0600, whole or not at all, never over a file (node/leftover.py `write_new`)."""
-    sweep_partials_beside(path)
+    `--recovery-out`): written 0600, whole or not at all, never over a file
+    (node/leftover.py `write_new`); then what killed writers left beside it is removed
+    (after: a refused path changes nothing)."""
     leftover.write_new(Path(path), data, command=command, option=option)
+    sweep_partials_beside(path)
 
 
 def _read_input(file: str) -> bytes:
@@ -422,8 +432,8 @@ def cmd_backup(args: argparse.Namespace) -> Output:
             "(a copy of the store)",
             file=sys.stderr,
         )
-    sweep_partials_beside(args.output)
     _check_new(args.output, "-o", "backup")
+    sweep_partials_beside(args.output)  # after the checks: bad input changes nothing
     recipients = agefile.parse_recipients(args.to)
     # The node's passphrase opens its store and, without --to, seals the backup.
     passphrase = None if recipients else age_passphrase(paths, confirm=False)

@@ -79,8 +79,11 @@ def open_sealed(
     *,
     passphrase: bytes | None = None,
     identities: Sequence[object] = (),
+    source: str | None = None,
 ) -> bytes:
-    """The plaintext of an age file; every failure is one line naming `what`."""
+    """The plaintext of an age file; every failure is one line naming `what`.
+    `source`: where the passphrase came from (FEDERATION_PASSPHRASE, a passphrase
+    file), None if it was typed."""
     try:
         if identities:
             return bytes(pyrage.decrypt(data, list(identities)))
@@ -94,11 +97,17 @@ def open_sealed(
             # The passphrase tried may be this node's own, read from its environment or
             # passphrase file without asking: "try again" would read the same one. A
             # file another node made is sealed with that node's passphrase.
+            other = (
+                "a file made on another node is sealed with that node's passphrase: give "
+                "that one, or have it sealed --to your age key and give --identity FILE"
+            )
+            if source is None:
+                raise KeyFileError(
+                    f"wrong passphrase for {what}; type it again ({other})"
+                ) from None
             raise KeyFileError(
-                f"wrong passphrase for {what}: it was sealed with another one (a file made "
-                f"on another node is sealed with that node's); set {PASSPHRASE_ENV} to the "
-                "passphrase it was sealed with, or have it sealed --to your age key and "
-                "give --identity FILE"
+                f"wrong passphrase for {what}: the one in {source} does not open it, so it "
+                f"was sealed with another ({other}; set {PASSPHRASE_ENV} to give it)"
             ) from None
         if reason == "No matching keys found":
             raise KeyFileError(

@@ -225,6 +225,19 @@ async def revocation_target(node: Node, history: KeyHistory, *, again: bool) -> 
         revocation = history.epochs[j + 1]
         while j < last and history.epochs[j + 1].action == "revoke":
             j += 1
+        if j < last:
+            # The key that revocation put in was handed over since: by the club on
+            # another node, or by whoever seized it. This node cannot tell which, and a
+            # revocation from here would replace that hand-over on every peer.
+            later = history.epochs[j + 1]
+            raise UsageError(
+                f"key {short(held.public)} in this node's key file was revoked at "
+                f"{_when(revocation.time_us)}, and key {short(history.epochs[j].key)} it "
+                f"put in was handed over since (seq {later.n} of the club's keys log, to "
+                f"key {short(later.key)}): this node's key file is older than the club's "
+                "keys; run `key revoke` on the node that holds one of those keys. Nothing "
+                "was changed"
+            )
         if not again:
             raise UsageError(
                 f"key {short(held.public)} in this node's key file was already revoked at "

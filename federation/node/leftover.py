@@ -31,6 +31,7 @@ killed upgrade is run again at the next start).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -52,8 +53,8 @@ def write_new(path: Path, data: bytes, *, command: str, option: str) -> None:
     """Write `data` to the new file `path`, 0600, whole or not at all, never over a file.
 
     It is written to `.NAME.partial-XXXXXXXX` beside `path`, locked while written,
-    fsynced, and renamed into place: a `path` that exists is whole. Killed before the
-    rename, the partial is left locked by nobody, and `sweep_partials` removes it."""
+    fsynced, and linked into place: a `path` that exists is whole. Killed before that,
+    the partial is left locked by nobody, and `sweep_partials` removes it."""
     if os.path.lexists(path):
         raise UsageError(
             f"{path} already exists and {command} never overwrites; choose another {option}"
@@ -70,9 +71,7 @@ def write_new(path: Path, data: bytes, *, command: str, option: str) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-        if os.path.lexists(path):
-            raise UsageError(f"{path} appeared meanwhile; choose another {option}")
-        os.rename(partial, path)
+        _link_new(partial, path, option)
         sync_directory(path.parent)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
@@ -80,6 +79,23 @@ def write_new(path: Path, data: bytes, *, command: str, option: str) -> None:
         with contextlib.suppress(OSError):  # gone once renamed into place
             os.unlink(partial)  # still locked here: no sweep takes it for a leftover
         os.close(fd)
+
+
+def _link_new(partial: Path, path: Path, option: str) -> None:
+    """`partial` in place as `path`, never over a file, even one made a moment ago: a
+    hard link fails if `path` exists, where a rename would replace it. (The partial's
+    own name goes when `write_new` unlinks it.)"""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        raise UsageError(f"{path} appeared meanwhile; choose another {option}") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
+            raise
+        # A file system without hard links: the check, then the rename.
+        if os.path.lexists(path):
+            raise UsageError(f"{path} appeared meanwhile; choose another {option}") from None
+        os.rename(partial, path)
 
 
 def locked_directory(path: Path) -> int:

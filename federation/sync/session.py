@@ -409,11 +409,14 @@ class Session:
         if self._wants:
             raise LocalProtocolError("stored before the round's last want was answered")
         heads = self._view(stored.heads)
-        self._stopped |= stored.frozen - self._frozen
+        stopped = stored.frozen - self._frozen - self._stopped
+        self._stopped |= stopped
         if self.more:
-            if heads == self.local:
+            if heads == self.local and not stopped:
                 # An honest peer says `more` only after a full answer; one that says it
                 # and moves no head would hold the round forever (DESIGN principle 13).
+                # An answer all of whose events we refused (a blocked club, one at its
+                # quota) stopped those logs instead: each can stop only once.
                 raise RemoteProtocolError(
                     "peer said it holds more but sent nothing new", code="no_progress"
                 )

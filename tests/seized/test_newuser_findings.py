@@ -500,8 +500,8 @@ def test_another_clubs_sealed_export_says_how_to_open_it(
     line = refused(
         cli(capsys, other, "import", str(export)),
         1,
-        f"wrong passphrase for {export}",
-        "sealed with another one",
+        f"wrong passphrase for {export}: the one in {secret} does not open it",
+        "sealed with that node's passphrase",
         PASSPHRASE_ENV,
         "--identity FILE",
     )

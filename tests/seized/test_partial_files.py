@@ -263,3 +263,32 @@ def test_every_new_file_a_command_writes_sweeps_what_a_killed_one_left(
     assert target.read_bytes().startswith(b"BEGIN:VCALENDAR")
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_file_made_while_the_new_one_is_written_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`write_new` checks that FILE is new before it writes; another program may make
+    FILE while it writes. The partial goes into place by a hard link, which fails where
+    a rename would have replaced that file."""
+    from federation.errors import UsageError
+    from federation.node import leftover
+
+    target = tmp_path / "club.backup"
+    real_fsync = os.fsync
+
+    def someone_else_writes(fd: int) -> None:
+        real_fsync(fd)
+        if not target.exists():
+            target.write_bytes(b"another program's file")
+
+    monkeypatch.setattr(os, "fsync", someone_else_writes)
+    with pytest.raises(UsageError, match="appeared meanwhile; choose another -o"):
+        leftover.write_new(target, b"our backup", command="backup", option="-o")
+    assert target.read_bytes() == b"another program's file"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no partial left
+    target.unlink()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    leftover.write_new(target, b"our backup", command="backup", option="-o")  # control
+    assert target.read_bytes() == b"our backup"
+    assert target.stat().st_mode & 0o777 == 0o600

@@ -352,3 +352,26 @@ async def test_a_deliberate_second_revocation_is_followed_by_peers(tmp_path: Pat
         rt = fed["b"].service.rt
         assert not rt.authorized(a.club, first.new)
         assert rt.authorized(a.club, second.new)
+
+
+def test_an_old_key_file_does_not_revoke_over_a_later_hand_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key file older than the club's revocation, and the key that revocation put in
+    handed over since (a rotation): from here no revocation can tell the club's own
+    rotation from a seizer's, so none is made, --again or not; the line says where to
+    run it."""
+    club = make_club(tmp_path, capsys)
+    kept = (club.root / "club.key").read_bytes()
+    ok(cli(capsys, club.root, *words(club)))
+    ok(cli(capsys, club.root, "key", "rotate"))
+    assert epochs(club, capsys) == ["genesis", "revoke", "rotate"]
+    (club.root / "club.key").write_bytes(kept)
+    stale = key_state(club.root)
+    for extra in ((), ("--again",)):
+        run = cli(capsys, club.root, *words(club, *extra))
+        assert run.code == 2, run.err
+        assert "was handed over since (seq 2 of the club's keys log" in run.error_line
+        assert "run `key revoke` on the node that holds one of those keys" in run.error_line
+        assert key_state(club.root) == stale
+    assert epochs(club, capsys) == ["genesis", "revoke", "rotate"]

@@ -277,6 +277,25 @@ def test_done_with_more_and_no_progress_fails() -> None:
     assert session.state is State.DONE
 
 
+def test_more_after_an_answer_we_refused_whole_stops_those_logs_once() -> None:
+    """An answer all of whose events we refused for good (a blocked club, one at its
+    quota) moves no head but stops its log: asked again without it, and counted as
+    not held; the same log stopped again is no progress."""
+    session = streaming()
+    session.on_message(Done(more=True))
+    session.stored(dict(LOCAL), frozenset({NEW}))
+    assert session.state is State.START
+    assert session.frontier_known() is None
+    want = session.on_frontier(Frontier(DIGEST, PEER))
+    assert want is not None
+    assert NEW not in {w.log for w in want.logs}
+    assert session.behind(session.local) > 0
+    session.on_message(Done(more=True))
+    with pytest.raises(RemoteProtocolError) as info:
+        session.stored(dict(LOCAL), frozenset({NEW}))
+    assert info.value.code == "no_progress"
+
+
 def test_stream_ending_before_done_is_truncated() -> None:
     session = streaming()
     session.on_message(Batch(NEW, [(b"h1", b"p1")]))
