@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyrage
@@ -95,14 +95,23 @@ def cli_quiet(node: Path | None, *args: str) -> Run:
 
 
 @contextlib.contextmanager
-def running(node: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`federation run` of `node` in a real process, until the block ends."""
+def running(
+    node: Path,
+    log: Path,
+    *,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], object] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`federation run` of `node` in a real process, until the block ends (`cwd` and
+    `preexec_fn` as subprocess.Popen takes them)."""
     env = dict(os.environ)
     env.pop("FEDERATION_NODE", None)
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "federation", "--node", str(node), "run"],
             env=env,
+            cwd=cwd,
+            preexec_fn=preexec_fn,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )

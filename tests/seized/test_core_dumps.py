@@ -17,13 +17,12 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.seized.support import RUN_START_S, cli_environment, init_quiet
+from tests.seized.support import cli_environment, init_quiet, running
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -87,27 +86,9 @@ def test_a_crashing_node_leaves_no_core_dump(tmp_path: Path) -> None:
     control_cores = list(control_dir.glob("core*"))
 
     init_quiet(node, "Seized club")
-    log = tmp_path / "run.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "federation", "--node", str(node), "run"],
-            cwd=run_dir,
-            preexec_fn=_cores_allowed,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + RUN_START_S
-        while b" serving on " not in log.read_bytes():
-            assert process.poll() is None, f"run exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"run did not start: {log.read_text()}"
-            time.sleep(0.1)
+    with running(node, tmp_path / "run.log", cwd=run_dir, preexec_fn=_cores_allowed) as process:
         assert _core_limit(process.pid)[0] == "0"  # the soft limit; undumpable besides
         _quit(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=EXIT_S)
     left = [*run_dir.glob("core*"), *node.glob("core*")]
     if not _cores_land_in_the_working_directory() or not control_cores:
         pytest.skip(
