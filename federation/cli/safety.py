@@ -42,16 +42,25 @@ from federation.store.meta import (
 def age_passphrase(paths: NodePaths | None, *, confirm: bool, sealing: bool = True) -> bytes:
     """The passphrase an age file (export, backup) is sealed to (`sealing`) or opened
     with: the node's, from FEDERATION_PASSPHRASE or its passphrase file, else asked for."""
+    return _age_passphrase(paths, confirm=confirm, sealing=sealing)[0]
+
+
+def _age_passphrase(
+    paths: NodePaths | None, *, confirm: bool, sealing: bool
+) -> tuple[bytes, str | None]:
+    """`age_passphrase`, and where it came from: FEDERATION_PASSPHRASE, the passphrase
+    file's path, or None when it was typed."""
     env = os.environ.get(PASSPHRASE_ENV)
     if env is not None:
-        return env.encode()
+        return env.encode(), PASSPHRASE_ENV
     if paths is not None:
         config = load_config(paths)
         if config.key.passphrase == "file":
-            return read_passphrase_file(paths.resolve(config.key.passphrase_file))
+            file = paths.resolve(config.key.passphrase_file)
+            return read_passphrase_file(file), str(file)
         if config.key.passphrase == "none":
-            return _file_passphrase(sealing=sealing)
-    return prompt_passphrase(confirm=confirm)
+            return _file_passphrase(sealing=sealing), None
+    return prompt_passphrase(confirm=confirm), None
 
 
 def _file_passphrase(*, sealing: bool) -> bytes:
@@ -82,14 +91,7 @@ def opening_secrets(args: argparse.Namespace, paths: NodePaths | None) -> dict[s
     from, for the line a wrong one gets: None when it was typed)."""
     if getattr(args, "identity", None):
         return {"identities": agefile.read_identities(args.identity)}
-    passphrase = age_passphrase(paths, confirm=False, sealing=False)
-    source: str | None = None
-    if os.environ.get(PASSPHRASE_ENV) is not None:
-        source = PASSPHRASE_ENV
-    elif paths is not None:
-        config = load_config(paths)
-        if config.key.passphrase == "file":
-            source = str(paths.resolve(config.key.passphrase_file))
+    passphrase, source = _age_passphrase(paths, confirm=False, sealing=False)
     return {"passphrase": passphrase, "source": source}
 
 

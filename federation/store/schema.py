@@ -138,7 +138,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # `places` is a JSON array, one integer an event: its payload's offset in `payloads`
 # shifted left by SIZE_BITS, or'd with its size; -1 for an erased payload. Computed
 # in Python (C-level map and accumulate), not by a window function in SQLite, which
-# cost a third of the statement (bench/RESULTS.md, "places").
+# cost a third of the statement (bench/RESULTS.md, "rows placed without a window
+# function").
 SIZE_BITS = canonical.MAX_PAYLOAD_BYTES.bit_length()
 _SIZE_MASK = (1 << SIZE_BITS) - 1
 _ROWS = f"""
